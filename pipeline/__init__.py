@@ -1,0 +1,1 @@
+"""Product matching: CLIP-style embeddings (ONNX, in-process or Triton), Qdrant vectors, MongoDB metadata."""

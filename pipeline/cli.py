@@ -1,0 +1,194 @@
+"""``python -m pipeline build-model | ingest | match | evaluate | triton | status``.
+
+Each command is a thin wrapper over the library; a ``PipelineError`` becomes one line on stderr and exit status 2, never
+a stack trace. Progress goes to stderr so ``--json`` output on stdout can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import PipelineError
+from .settings import Settings
+
+
+def _build_model(args: argparse.Namespace, settings: Settings) -> int:
+    from .build_model import build_model
+
+    card = build_model(
+        source=args.source or settings.model_source,
+        out=Path(args.out or settings.model_repository),
+        precision=args.precision,
+        revision=args.revision,
+        triton_backend=args.triton_backend,
+        max_batch_size=args.max_batch_size,
+    )
+    print(f"built {card.label}: {card.embedding_dim}-d, identity {card.identity}")
+    return 0
+
+
+def _filters(args: argparse.Namespace):
+    from .vector_index import Filters
+
+    return Filters(
+        categories=tuple(args.category or ()),
+        brands=tuple(args.brand or ()),
+        colors=tuple(args.color or ()),
+        min_price=args.min_price,
+        max_price=args.max_price,
+    )
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from .ingest import ingest
+    from .service import Pipeline
+
+    with Pipeline(settings) as pipe:
+        report = ingest(pipe, Path(args.catalog), Path(args.images) if args.images else None, reset=args.reset)
+        print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
+    return 0 if report.rows and len(report.bad) < report.rows else 1
+
+
+def _match(args: argparse.Namespace, settings: Settings) -> int:
+    from .matcher import LEVEL_WORDS
+    from .service import Pipeline
+
+    with Pipeline(settings) as pipe:
+        if args.text is not None:
+            result = pipe.matcher.match_text(args.text, args.top_k, _filters(args))
+        else:
+            result = pipe.matcher.match_image(Path(args.image), args.top_k, _filters(args))
+        if args.json:
+            print(json.dumps(result.to_json(with_metadata=args.metadata), indent=2, default=str))
+            return 0
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not result.matches:
+            print("No products in the catalogue match these filters.")
+        for rank, m in enumerate(result.matches, 1):
+            price = f"{m.price:.2f}" if isinstance(m.price, (int, float)) else "-"
+            print(
+                f"{rank:>2}. {m.score:6.3f}  {LEVEL_WORDS[m.level]:<16} {m.id:<12} {m.name}"
+                f"  [{m.brand or '-'} | {m.category or '-'} | {price}]"
+            )
+        if result.matches and result.best_level == "none":
+            print("No close match in the catalogue: these are the nearest products.")
+        stages = ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items())
+        print(f"({'cache hit' if result.cache_hit else 'cache miss'}; {stages})", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from .service import Pipeline
+    from .status import collect, render
+
+    with Pipeline(settings) as pipe:
+        report = collect(pipe)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0 if all(report[k]["ok"] for k in ("model", "inference", "qdrant", "mongo")) else 1
+
+
+def _triton(args: argparse.Namespace, settings: Settings) -> int:
+    from .triton_server import run_from_args
+
+    if not args.model_repository:
+        args.model_repository = str(settings.model_repository)
+    return run_from_args(args)
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from .evaluate import run_from_args
+
+    return run_from_args(args, settings)
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--category", action="append", help="only this category (repeat for several)")
+    p.add_argument("--brand", action="append", help="only this brand (repeat for several)")
+    p.add_argument("--color", action="append", help="only this colour (repeat for several)")
+    p.add_argument("--min-price", type=float)
+    p.add_argument("--max-price", type=float)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    root.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build-model", help="export a CLIP checkpoint (or the offline model) to the model repository")
+    p.add_argument(
+        "--source",
+        help="hub id, local CLIP folder, or 'offline' (default: MODEL_SOURCE or openai/clip-vit-base-patch32)",
+    )
+    p.add_argument("--out", help="model repository to write (default: MODEL_REPOSITORY)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    p.add_argument(
+        "--triton-backend",
+        choices=("python", "onnxruntime"),
+        default="python",
+        help="python: CPU Triton from the nvidia-pytriton wheel; onnxruntime: NVIDIA's Triton container (GPU)",
+    )
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.set_defaults(run=_build_model)
+
+    p = sub.add_parser("ingest", help="add or update the products of a catalogue file (JSON, JSONL or CSV)")
+    p.add_argument("catalog")
+    p.add_argument("--images", help="folder to look up absolute or foreign image paths by file name")
+    p.add_argument("--reset", action="store_true", help="drop the vector index first (after changing the model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_ingest)
+
+    p = sub.add_parser("match", help="find the products that match a description or a photo")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text")
+    query.add_argument("--image")
+    p.add_argument("--top-k", type=int, default=5)
+    _add_filters(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--metadata", action="store_true", help="with --json: include every metadata field")
+    p.set_defaults(run=_match)
+
+    p = sub.add_parser("status", help="model, backends, catalogue size and version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_status)
+
+    p = sub.add_parser("triton", help="serve the model repository with the bundled Triton Inference Server")
+    try:
+        from .triton_server import add_arguments
+    except ImportError:  # pragma: no cover - the module is part of the package
+        add_arguments = None
+    if add_arguments is not None:
+        add_arguments(p)
+    p.set_defaults(run=_triton)
+
+    p = sub.add_parser("evaluate", help="retrieval quality of the pipeline on labelled queries")
+    try:
+        from .evaluate import add_arguments as add_eval_arguments
+    except ImportError:  # pragma: no cover
+        add_eval_arguments = None
+    if add_eval_arguments is not None:
+        add_eval_arguments(p)
+    p.set_defaults(run=_evaluate)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.run(args, Settings.from_env())
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

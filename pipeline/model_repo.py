@@ -1,0 +1,118 @@
+"""Layout of the model repository and the model card that is the model's identity.
+
+The repository is what Triton serves (``clip_text/``, ``clip_visual/``, each with ``config.pbtxt`` and ``1/model.onnx``)
+plus what the client needs beside it: tokenizer files, image-processor files and ``model_card.json``. Caches and the
+vector index are tied to ``ModelCard.identity`` so that results are never mixed across models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ModelNotFound
+
+TEXT_MODEL = "clip_text"
+VISUAL_MODEL = "clip_visual"
+CARD_FILE = "model_card.json"
+
+# ONNX / Triton tensor names, shared by the exporter, both inference backends and the Triton configs.
+TEXT_INPUTS = ("input_ids", "attention_mask")
+VISUAL_INPUT = "pixel_values"
+OUTPUT = "embedding"
+
+# Score thresholds per query kind: image queries score image-to-photo cosine; text queries score the fused cosine
+# (text_weight * text-to-text + (1 - text_weight) * text-to-photo). Defaults are rough; ``evaluate --calibrate``
+# measures them for the model at hand.
+DEFAULT_THRESHOLDS = {"image": {"match": 0.9, "similar": 0.75}, "text": {"match": 0.6, "similar": 0.45}}
+DEFAULT_TEXT_WEIGHT = 0.5
+
+
+def onnx_path(repo: Path, model: str) -> Path:
+    return Path(repo) / model / "1" / "model.onnx"
+
+
+def tokenizer_dir(repo: Path) -> Path:
+    return Path(repo) / TEXT_MODEL / "tokenizer"
+
+
+def processor_dir(repo: Path) -> Path:
+    return Path(repo) / VISUAL_MODEL / "processor"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    """What the model is; written by ``build-model``, read by everything that embeds or searches."""
+
+    name: str
+    kind: str  # "clip" or "offline"
+    source: str
+    revision: str
+    precision: str  # "fp32", "fp16", "int8"
+    embedding_dim: int
+    text_max_length: int
+    image_size: int
+    sha256: dict[str, str]
+    thresholds: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_THRESHOLDS)))
+    text_weight: float = DEFAULT_TEXT_WEIGHT
+    sources: list[dict[str, str]] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """Short stable id of the exact weights: changes when either ONNX file changes, not when thresholds do."""
+        joined = "|".join(f"{k}={self.sha256[k]}" for k in sorted(self.sha256))
+        return hashlib.sha256(f"{joined}|{self.embedding_dim}".encode()).hexdigest()[:16]
+
+    def threshold(self, kind: str) -> tuple[float, float]:
+        """(match, similar) score thresholds for ``kind`` ("text" or "image"); a flat {match, similar} serves both."""
+        table = self.thresholds.get(kind, self.thresholds)
+        if not isinstance(table, dict) or "match" not in table:
+            table = DEFAULT_THRESHOLDS[kind]
+        return float(table["match"]), float(table["similar"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.precision})"
+
+    def save(self, repo: Path) -> Path:
+        path = Path(repo) / CARD_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, repo: Path) -> ModelCard:
+        path = Path(repo) / CARD_FILE
+        if not path.is_file():
+            raise ModelNotFound(
+                f"No model in {repo}: build one first with "
+                "'python -m pipeline build-model --source <CLIP folder, hub id or offline>'."
+            )
+        data = json.loads(path.read_text())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def verify_files(repo: Path, card: ModelCard) -> None:
+    """Fail clearly if an ONNX file is missing or is not the one the card describes."""
+    for model, expected in card.sha256.items():
+        path = onnx_path(repo, model)
+        if not path.is_file():
+            raise ModelNotFound(
+                f"The model repository {repo} lacks {path.relative_to(repo)}; rebuild it with build-model."
+            )
+        if sha256_file(path) != expected:
+            raise ModelNotFound(
+                f"{path} does not match the model card (checksum differs); rebuild the model repository "
+                "with build-model."
+            )

@@ -1,0 +1,120 @@
+"""The pipeline's parts, wired once from ``Settings``; shared by the command line, the app, tests and benchmarks.
+
+Parts are created on first use (a ``status`` call should not load a model; a page load should not start inference) and
+creation is locked, so Gradio's worker threads can share one ``Pipeline``. ``close()`` stops what this object started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from .settings import Settings
+
+
+class Pipeline:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._lock = threading.RLock()
+        self._mongo_server = None
+        self._closed = False
+
+    # Every part goes through _once so that two threads asking at the same time build it only once.
+    def _once(self, name: str, make):
+        with self._lock:
+            if name not in self.__dict__:
+                self.__dict__[name] = make()
+            return self.__dict__[name]
+
+    @property
+    def mongo_uri(self) -> str:
+        def make() -> str:
+            if self.settings.mongodb_uri:
+                return self.settings.mongodb_uri
+            from .mongo_server import LocalMongoServer
+
+            self._mongo_server = LocalMongoServer(self.settings.mongo_path)
+            return self._mongo_server.start()
+
+        return self._once("_mongo_uri", make)
+
+    @property
+    def mongo_mode(self) -> str:
+        return "MongoDB at MONGODB_URI" if self.settings.mongodb_uri else "local MongoDB-protocol server (secantusdb)"
+
+    @property
+    def mongo(self):
+        from .catalog_store import connect
+
+        return self._once("_mongo", lambda: connect(self.mongo_uri, self.settings.mongo_timeout_ms))
+
+    @property
+    def store(self):
+        from .catalog_store import CatalogStore
+
+        return self._once("_store", lambda: CatalogStore(self.mongo))
+
+    @property
+    def events(self):
+        from .event_log import EventLog
+
+        def make():
+            try:
+                client = self.mongo
+            except Exception:
+                client = None
+            return EventLog(client)
+
+        return self._once("_events", make)
+
+    @property
+    def index(self):
+        from .vector_index import VectorIndex
+
+        return self._once("_index", lambda: VectorIndex(self.settings))
+
+    @property
+    def cache(self):
+        from .result_cache import ResultCache
+
+        return self._once("_cache", lambda: ResultCache(self.settings.cache_path, self.settings.cache_size_mb))
+
+    @property
+    def encoder(self):
+        from .encoder import load_encoder
+
+        return self._once("_encoder", lambda: load_encoder(self.settings))
+
+    @property
+    def card(self):
+        return self.encoder.card
+
+    @property
+    def matcher(self):
+        from .matcher import Matcher
+
+        return self._once("_matcher", lambda: Matcher(self))
+
+    def started(self, name: str) -> bool:
+        return f"_{name}" in self.__dict__
+
+    def close(self) -> None:
+        """Stop in dependency order: flush events while Mongo still runs, then the clients, then the server."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for name in ("_events", "_encoder", "_index", "_cache", "_mongo"):
+                part = self.__dict__.pop(name, None)
+                if part is not None:
+                    # Closing must go on for the remaining parts whatever one of them raises.
+                    with contextlib.suppress(Exception):
+                        part.close()
+            if self._mongo_server is not None:
+                self._mongo_server.stop()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
