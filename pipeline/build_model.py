@@ -18,6 +18,7 @@ from . import model_repo as mr
 from .errors import ModelNotFound, PipelineError
 from .progress import step
 from .settings import DEFAULT_MODEL_SOURCE
+from .triton_repo import write_clip_models
 
 PRECISIONS = ("fp32", "fp16", "int8")
 OPSET = 18
@@ -160,28 +161,6 @@ def check_parity(path: Path, inputs: dict[str, np.ndarray], reference: np.ndarra
     return diff
 
 
-def _write_triton(stage: Path, card: mr.ModelCard, backend: str, max_batch_size: int) -> None:
-    from .triton_repo import TensorSpec, write_triton_model
-
-    out = [TensorSpec(mr.OUTPUT, "TYPE_FP32", (card.embedding_dim,))]
-    write_triton_model(
-        stage / mr.TEXT_MODEL,
-        mr.TEXT_MODEL,
-        [TensorSpec(name, "TYPE_INT64", (card.text_max_length,)) for name in mr.TEXT_INPUTS],
-        out,
-        max_batch_size=max_batch_size,
-        backend=backend,
-    )
-    write_triton_model(
-        stage / mr.VISUAL_MODEL,
-        mr.VISUAL_MODEL,
-        [TensorSpec(mr.VISUAL_INPUT, "TYPE_FP32", (3, card.image_size, card.image_size))],
-        out,
-        max_batch_size=max_batch_size,
-        backend=backend,
-    )
-
-
 def _install(stage: Path, out: Path) -> None:
     """Swap the freshly built parts into ``out``, leaving anything else there (a README, say) alone."""
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +226,7 @@ def build_model(
         fields["sha256"] = {m: mr.sha256_file(mr.onnx_path(stage, m)) for m in (mr.TEXT_MODEL, mr.VISUAL_MODEL)}
         card = mr.ModelCard(**fields)
         step(f"writing Triton configs ({triton_backend} backend)")
-        _write_triton(stage, card, triton_backend, max_batch_size)
+        write_clip_models(stage, card, backend=triton_backend, max_batch_size=max_batch_size)
         card.save(stage)
         _install(stage, out)
     finally:

@@ -39,17 +39,14 @@ class Encoder:
 
 
 def make_backend(settings: Settings, repo: Path) -> InferenceBackend:
-    """In-process onnxruntime unless ``TRITON_URL`` is set; with ``TRITON_FALLBACK=local`` a lost Triton falls back."""
+    """In-process onnxruntime unless ``TRITON_URL`` is set (then Triton, with ``TRITON_FALLBACK=local`` as a net)."""
+    if settings.triton_url:
+        from .inference.triton_backend import from_settings
+
+        return from_settings(settings, repo)
     from .inference.ort_backend import OrtBackend
 
-    if not settings.triton_url:
-        return OrtBackend(repo)
-    from .inference.triton_backend import FallbackBackend, TritonBackend
-
-    backend = TritonBackend(settings.triton_url, timeout_s=settings.triton_timeout_s)
-    if settings.triton_fallback == "local":
-        return FallbackBackend(backend, lambda: OrtBackend(repo))
-    return backend
+    return OrtBackend(repo)
 
 
 def load_encoder(settings: Settings) -> Encoder:

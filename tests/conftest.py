@@ -19,6 +19,7 @@ from pipeline.mongo_server import LocalMongoServer
 from pipeline.random_clip import save_random_clip
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
+from tests.triton_fixtures import tiny_repo, triton_server  # noqa: F401 - session fixtures shared by the test modules
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED_DATA.is_dir():  # CI lays shared/ beside the clone
