@@ -173,6 +173,24 @@ def _install(stage: Path, out: Path) -> None:
         shutil.move(str(stage / name), str(target))
 
 
+def build_default_model(out: Path, **options) -> mr.ModelCard:
+    """No source named: CLIP from the hub; when the hub cannot be reached, the packaged offline model, said once."""
+    try:
+        return build_model(DEFAULT_MODEL_SOURCE, out, **options)
+    except ModelNotFound as hub_error:
+        try:
+            from .offline_model import sources
+
+            sources()  # raises ModelNotFound when a package of the offline model is missing
+        except (ImportError, ModelNotFound):
+            raise hub_error from None
+        step(
+            f"{DEFAULT_MODEL_SOURCE} cannot be downloaded here; building the packaged offline model instead "
+            "(category-level, not CLIP). Set MODEL_SOURCE to choose another."
+        )
+        return build_model("offline", out, **options)
+
+
 def build_model(
     source: str = DEFAULT_MODEL_SOURCE,
     out: Path = Path("model_repository"),

@@ -18,16 +18,21 @@ from .settings import Settings
 
 
 def _build_model(args: argparse.Namespace, settings: Settings) -> int:
-    from .build_model import build_model
+    from .build_model import build_default_model, build_model
+    from .model_repo import CARD_FILE, ModelCard
 
-    card = build_model(
-        source=args.source or settings.model_source,
-        out=Path(args.out or settings.model_repository),
-        precision=args.precision,
-        revision=args.revision,
-        triton_backend=args.triton_backend,
-        max_batch_size=args.max_batch_size,
-    )
+    out = Path(args.out or settings.model_repository)
+    if args.if_missing and (out / CARD_FILE).is_file():
+        print(f"model {ModelCard.load(out).label} is already in {out}; nothing to build")
+        return 0
+    options = {
+        "precision": args.precision,
+        "revision": args.revision,
+        "triton_backend": args.triton_backend,
+        "max_batch_size": args.max_batch_size,
+    }
+    source = args.source or settings.model_source
+    card = build_model(source, out, **options) if source else build_default_model(out, **options)
     print(f"built {card.label}: {card.embedding_dim}-d, identity {card.identity}")
     return 0
 
@@ -49,6 +54,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:
+        if args.if_empty and not args.reset and pipe.index.count():
+            print(f"the catalogue already holds {pipe.index.count()} products; not adding {args.catalog}")
+            return 0
         report = ingest(pipe, Path(args.catalog), Path(args.images) if args.images else None, reset=args.reset)
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
     return 0 if report.rows and len(report.bad) < report.rows else 1
@@ -135,12 +143,14 @@ def parser() -> argparse.ArgumentParser:
         help="python: CPU Triton from the nvidia-pytriton wheel; onnxruntime: NVIDIA's Triton container (GPU)",
     )
     p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--if-missing", action="store_true", help="do nothing when the repository already holds a model")
     p.set_defaults(run=_build_model)
 
     p = sub.add_parser("ingest", help="add or update the products of a catalogue file (JSON, JSONL or CSV)")
     p.add_argument("catalog")
     p.add_argument("--images", help="folder to look up absolute or foreign image paths by file name")
     p.add_argument("--reset", action="store_true", help="drop the vector index first (after changing the model)")
+    p.add_argument("--if-empty", action="store_true", help="only when the catalogue holds no product yet (demo data)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_ingest)
 

@@ -216,6 +216,8 @@ def _check_top_k(top_k: object) -> int:
 
 
 def level_for(score: float, match_t: float, similar_t: float) -> str:
+    """Thresholds are short decimals; float32 scores a hair below them (0.99999994 for 1.0) still reach them."""
+    score += 1e-6
     return "match" if score >= match_t else "similar" if score >= similar_t else "none"
 
 
@@ -227,7 +229,7 @@ def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_
         brand=doc.get("brand"),
         category=doc.get("category"),
         price=doc.get("price"),
-        score=round(float(score), 4),
+        score=round(float(score), 6),
         level=level_for(score, match_t, similar_t),
         image=doc.get("image_file"),
         metadata=metadata,

@@ -33,7 +33,7 @@ def _opt(env: Mapping[str, str], name: str) -> str | None:
 class Settings:
     data_dir: Path = Path("data")
     model_repository: Path = Path("model_repository")
-    model_source: str = DEFAULT_MODEL_SOURCE
+    model_source: str | None = None  # None: the hub CLIP, or the offline model when the hub cannot be reached
     triton_url: str | None = None
     triton_fallback: str | None = None  # "local": fall back to in-process inference when Triton is lost
     triton_timeout_s: float = 30.0
@@ -56,7 +56,7 @@ class Settings:
         return cls(
             data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
             model_repository=Path(env.get("MODEL_REPOSITORY", "").strip() or "model_repository"),
-            model_source=env.get("MODEL_SOURCE", "").strip() or DEFAULT_MODEL_SOURCE,
+            model_source=_opt(env, "MODEL_SOURCE"),
             triton_url=_opt(env, "TRITON_URL"),
             triton_fallback=_opt(env, "TRITON_FALLBACK"),
             triton_timeout_s=_float(env, "TRITON_TIMEOUT_S", 30.0),
