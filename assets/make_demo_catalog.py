@@ -639,10 +639,7 @@ def product_id(index: int) -> str:
 
 def background_for(product: Product, rng: random.Random) -> RGB:
     """Light, slightly varying studio backdrop; white products get a cooler, darker one so they stay visible."""
-    if luminance(PALETTE[product.color]) > 0.85:
-        base = (214, 220, 228)
-    else:
-        base = (238, 236, 230)
+    base = (214, 220, 228) if luminance(PALETTE[product.color]) > 0.85 else (238, 236, 230)
     return (base[0] + rng.randint(-6, 6), base[1] + rng.randint(-6, 6), base[2] + rng.randint(-6, 6))
 
 

@@ -1,4 +1,4 @@
-"""evaluate: metrics through the real pipeline, the brute-force check (and that it catches a broken one), calibration."""
+"""evaluate: metrics through the real pipeline, the brute-force check (it catches a broken one), calibration."""
 
 from __future__ import annotations
 

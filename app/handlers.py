@@ -1,0 +1,267 @@
+"""What the page shows for a query: plain functions from request values and ``MatchResult`` to gallery items, JSON and
+text. No Gradio here and no pipeline logic: ranking, levels, validation of queries and caching all live in ``pipeline``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.errors import InvalidInput, PipelineError
+from pipeline.matcher import LEVEL_WORDS, Match, MatchResult
+from pipeline.vector_index import Filters
+
+log = logging.getLogger("app")
+
+GENERIC_ERROR = "Something went wrong on our side while matching; it has been logged. Please try again."
+STAGE_ORDER = ("validate", "embed", "cache", "search", "metadata", "total")
+HIDDEN_METADATA = {"image_file"}  # a path on the server: the photo itself is in the gallery
+
+
+# -- request values -> pipeline arguments ------------------------------------------------------------------------------
+def as_choices(value: object, what: str) -> tuple[str, ...]:
+    """A multiselect value from the page or the API: None, one string or a list of strings."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(v for v in value if v)
+    raise InvalidInput(f"The {what} filter must be a list of names.")
+
+
+def as_price(value: object, which: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        price = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"The {which} price must be a number.") from None
+    if not math.isfinite(price) or price < 0:
+        raise InvalidInput(f"The {which} price must be zero or more.")
+    return price
+
+
+def make_filters(categories: object, brands: object, min_price: object, max_price: object) -> Filters:
+    """Filters from the page or the API. A price of 0 means no limit: the page's number boxes send 0 when empty."""
+    low, high = as_price(min_price, "lowest") or None, as_price(max_price, "highest") or None
+    if low is not None and high is not None and low > high:
+        raise InvalidInput("The lowest price is above the highest price; swap them or clear one.")
+    return Filters(
+        categories=as_choices(categories, "category"),
+        brands=as_choices(brands, "brand"),
+        min_price=low,
+        max_price=high,
+    )
+
+
+def image_source(payload: object) -> str | bytes | None:
+    """The uploaded photo as Gradio hands it over without preprocessing: a file-data dict (path in Gradio's upload
+    folder, already checked by Gradio), a data: URL, or a plain path string from an in-process caller."""
+    if payload is None or payload == "":
+        return None
+    if isinstance(payload, (str, Path)):
+        return str(payload)
+    if isinstance(payload, dict):
+        url = payload.get("url") or ""
+        if not payload.get("path") and url.startswith("data:"):
+            try:
+                return base64.b64decode(url.split(",", 1)[1], validate=False)
+            except (IndexError, binascii.Error):
+                raise InvalidInput("This file is not an image we can read (try a JPEG, PNG or WebP photo).") from None
+        if payload.get("path"):
+            return str(payload["path"])
+    raise InvalidInput("Please upload a photo of the product you are looking for.")
+
+
+# -- results -> what the page shows ------------------------------------------------------------------------------------
+def level_words(level: str) -> str:
+    return LEVEL_WORDS.get(level, level)
+
+
+def price_text(price: object) -> str:
+    return f"{price:.2f}" if isinstance(price, (int, float)) else "price unknown"
+
+
+def caption(match: Match) -> str:
+    parts = [match.name, match.brand, price_text(match.price), f"score {match.score:.2f}", level_words(match.level)]
+    return " · ".join(p for p in parts if p)
+
+
+def placeholder_photo() -> Image.Image:
+    return Image.new("RGB", (96, 96), (225, 225, 225))
+
+
+def gallery_items(matches: Iterable[Match], photo_ok: Callable[[str | None], bool]) -> list[tuple[object, str]]:
+    """(photo, caption) pairs; a photo the server may not serve (missing, or outside the catalogue folders known at
+    start-up) becomes a grey placeholder so that the rest of the result still shows."""
+    return [(m.image if photo_ok(m.image) else placeholder_photo(), caption(m)) for m in matches]
+
+
+def details(match: Match | dict) -> dict:
+    """The selected product's full metadata, with its score and match level in words."""
+    if isinstance(match, Match):
+        match = {**match.to_json(with_metadata=True)}
+    metadata = {k: v for k, v in (match.get("metadata") or {}).items() if k not in HIDDEN_METADATA}
+    return {
+        "id": match.get("id"),
+        **metadata,
+        "score": match.get("score"),
+        "match": level_words(str(match.get("level"))),
+    }
+
+
+def heading(result: MatchResult, filters: Filters) -> str:
+    filtered = any(filters.key()[:3]) or filters.min_price is not None or filters.max_price is not None
+    if not result.matches:
+        if filtered:
+            return (
+                "### No product fits these filters\nClear a category or brand filter, or widen the price range, "
+                "and match again."
+            )
+        return (
+            "### The catalogue is empty\nThere is nothing to match yet: ingest a catalogue with "
+            "`python -m pipeline ingest assets/demo_catalog/catalog.jsonl`."
+        )
+    counts = {level: sum(m.level == level for m in result.matches) for level in ("match", "similar")}
+    if result.best_level == "match":
+        extra = f" and {counts['similar']} similar" if counts["similar"] else ""
+        many = counts["match"] > 1
+        return (
+            f"### Match\n{counts['match']} product{'s look' if many else ' looks'} like what you are looking "
+            f"for{extra}."
+        )
+    if result.best_level == "similar":
+        return (
+            f"### Similar products\nNo exact match, but {counts['similar']} product"
+            f"{'s are' if counts['similar'] > 1 else ' is'} similar to what you are looking for."
+        )
+    return (
+        "### No close match\nNothing in the catalogue looks like what you are looking for. The nearest products are "
+        "shown below, but they are probably not it."
+    )
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """What the status line says about the running system (read once, at start-up)."""
+
+    model: str
+    backend: str
+    vectors: str
+    metadata: str
+    products: int | None = None
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    def markdown(self) -> str:
+        products = "" if self.products is None else f" · **Catalogue** {self.products} products"
+        line = (
+            f"**Model** {self.model} · **Inference** {self.backend} · **Vectors** Qdrant {self.vectors} · "
+            f"**Metadata** {self.metadata}{products}"
+        )
+        return line + "".join(f"\n\n⚠ {p}" for p in self.problems)
+
+
+def query_status(result: MatchResult) -> str:
+    stages = sorted(result.timings_ms, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    times = " · ".join(f"{stage} {result.timings_ms[stage]:.1f} ms" for stage in stages)
+    cache = "cache hit" if result.cache_hit else "cache miss"
+    return f"**Last query** ({result.kind}) {cache} · {times}"
+
+
+def result_json(result: MatchResult) -> dict:
+    """What API clients get: the matches (id, name, brand, category, price, score, level, image) and the verdict."""
+    data = result.to_json()
+    data["best_level_words"] = level_words(result.best_level)
+    return json.loads(json.dumps(data, default=str))
+
+
+@dataclass
+class Page:
+    """Everything one answered query puts on the page."""
+
+    gallery: list[tuple[object, str]]
+    data: dict
+    state: dict
+    warnings: list[str]
+
+
+def present(result: MatchResult, filters: Filters, info: PageInfo, photo_ok: Callable[[str | None], bool]) -> Page:
+    state = {
+        "matches": [m.to_json(with_metadata=True) for m in result.matches],
+        "heading": heading(result, filters),
+        "status": info.markdown() + "\n\n" + query_status(result),
+    }
+    return Page(gallery_items(result.matches, photo_ok), result_json(result), state, list(result.warnings))
+
+
+# -- the pipeline as the page sees it ----------------------------------------------------------------------------------
+def is_inside(path: str | Path, folders: Iterable[Path]) -> bool:
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(folder) for folder in folders)
+
+
+def catalogue_photo_folders(pipe) -> list[Path]:
+    """The folders that hold the catalogue's photos (what the page may serve), read from the product store."""
+    try:
+        files = pipe.store.distinct("image_file")
+    except PipelineError as err:
+        log.warning("Cannot list the catalogue's photo folders (%s); results will show placeholders.", err)
+        return []
+    folders = {Path(f).resolve().parent for f in files}
+    # Keep only the outermost folders: a photo under a listed folder's subfolder is covered by the parent.
+    return sorted(f for f in folders if not any(f != o and f.is_relative_to(o) for o in folders))
+
+
+def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
+    settings = pipe.settings
+    try:
+        model = pipe.card.label
+    except PipelineError as err:
+        model = f"unavailable ({err})"
+    try:
+        backend = pipe.encoder.backend.description
+    except PipelineError:
+        backend = f"Triton at {settings.triton_url}" if settings.triton_url else "in-process onnxruntime"
+    vectors = f"server at {settings.qdrant_url}" if settings.qdrant_url else f"local mode at {settings.qdrant_path}"
+    try:
+        products = pipe.index.count()
+    except PipelineError:
+        products = None
+    return PageInfo(model, backend, vectors, pipe.mongo_mode, products, tuple(problems))
+
+
+def filter_choices(pipe) -> tuple[list[str], list[str]]:
+    """Category and brand names in the catalogue (empty lists when MongoDB does not answer)."""
+    try:
+        return pipe.store.distinct("category"), pipe.store.distinct("brand")
+    except PipelineError as err:
+        log.warning("Cannot read the filter choices from the catalogue: %s", err)
+        return [], []
+
+
+def examples(catalog: Path | None, photos: int = 4, texts: int = 4) -> tuple[list[str], list[str]]:
+    """A few photos and descriptions from the demo catalogue, one per category first."""
+    if catalog is None or not Path(catalog).is_file():
+        return [], []
+    rows = []
+    for line in Path(catalog).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    seen: set[str] = set()
+    spread = [r for r in rows if not (r.get("category") in seen or seen.add(r.get("category")))]
+    spread += [r for r in rows if r not in spread]
+    root = Path(catalog).parent
+    photo_list = [str(root / r["image_path"]) for r in spread if (root / r.get("image_path", "")).is_file()]
+    text_list = [r["text"] for r in spread if r.get("text")]
+    return photo_list[:photos], text_list[:texts]

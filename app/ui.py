@@ -1,0 +1,219 @@
+"""The Gradio page and its two API endpoints, wired to one shared ``Pipeline``.
+
+Only layout and wiring live here: the query goes to ``pipe.matcher``, and ``app.handlers`` turns the answer into what
+the page shows. A ``PipelineError`` becomes a ``gr.Error`` with its sentence (the API client raises it too); any other
+exception is logged with its traceback and the person sees one generic sentence. The app keeps serving either way.
+
+The endpoint functions run with ``preprocess=False``: Gradio's own image preprocessing would try to decode a broken
+upload before our code sees it and answer with a generic error, while the pipeline's validation says what is wrong.
+Gradio still checks that an uploaded file is in its upload folder before calling us.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from pipeline.errors import PipelineError
+from pipeline.vector_index import Filters
+
+from . import handlers as h
+from .config import AppConfig
+
+log = logging.getLogger("app")
+
+INTRO = (
+    "# Product matcher\n"
+    "Find products in the catalogue from a **photo** or a **description**. Each result says whether it is a "
+    "*match*, a *similar product*, or *no close match*."
+)
+WAITING = "### Results\nUpload a photo or type a description, then press **Match**."
+# Captions carry name, brand, price, score and level: let them wrap instead of ending in an ellipsis.
+CSS = "#results .caption-label { white-space: normal; max-width: calc(100% - 8px); line-height: 1.3; }"
+
+
+def _shown_to_people(fn: Callable) -> Callable:
+    """Turn every failure into a short message in the page (and in the API client), never a stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except PipelineError as err:
+            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+        except Exception:
+            log.exception("Unexpected error in %s", fn.__name__)
+            raise gr.Error(h.GENERIC_ERROR, print_exception=False) from None
+
+    return wrapper
+
+
+def build_demo(
+    pipe,
+    config: AppConfig | None = None,
+    photo_folders: list[Path] | None = None,
+    info: h.PageInfo | None = None,
+) -> gr.Blocks:
+    """The page for ``pipe``; ``photo_folders`` are the catalogue folders the gallery may show photos from (the same
+    list must go to ``launch(allowed_paths=...)``)."""
+    config = config or AppConfig()
+    folders = h.catalogue_photo_folders(pipe) if photo_folders is None else [Path(f).resolve() for f in photo_folders]
+    info = info or h.page_info(pipe)
+    categories, brands = h.filter_choices(pipe)
+    photo_examples, text_examples = h.examples(config.examples_catalog)
+    default_k = config.default_top_k
+
+    def photo_ok(path: str | None) -> bool:
+        return bool(path) and Path(path).is_file() and h.is_inside(path, folders)
+
+    def respond(run: Callable[[int, Filters], object], top_k, categories, brands, min_price, max_price):
+        filters = h.make_filters(categories, brands, min_price, max_price)
+        result = run(top_k, filters)
+        page = h.present(result, filters, info, photo_ok)
+        for warning in page.warnings:
+            gr.Warning(html.escape(warning, quote=False))
+        return page.gallery, page.data, page.state
+
+    # The endpoints' parameter names and defaults are what API clients see (client.view_api()).
+    @_shown_to_people
+    def match_image(
+        image: dict | str | None,
+        top_k: int = default_k,
+        categories: list[str] | None = None,
+        brands: list[str] | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+    ):
+        """Find the catalogue products that look like a photo. Returns the gallery (photo, caption) and the matches
+        as JSON (id, name, brand, category, price, score, level, image)."""
+        source = h.image_source(image)
+        return respond(
+            lambda k, f: pipe.matcher.match_image(source, top_k=k, filters=f),
+            top_k, categories, brands, min_price, max_price,
+        )  # fmt: skip
+
+    @_shown_to_people
+    def match_text(
+        text: str,
+        top_k: int = default_k,
+        categories: list[str] | None = None,
+        brands: list[str] | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+    ):
+        """Find the catalogue products that fit a description. Returns the gallery (photo, caption) and the matches
+        as JSON (id, name, brand, category, price, score, level, image)."""
+        return respond(
+            lambda k, f: pipe.matcher.match_text(text, top_k=k, filters=f),
+            top_k, categories, brands, min_price, max_price,
+        )  # fmt: skip
+
+    @_shown_to_people
+    def show(state: dict):
+        matches = state.get("matches") or []
+        first = h.details(matches[0]) if matches else None
+        return state.get("heading", WAITING), state.get("status", info.markdown()), first
+
+    @_shown_to_people
+    def select(state: dict, evt: gr.SelectData):
+        matches = (state or {}).get("matches") or []
+        index = evt.index if isinstance(evt.index, int) else None
+        return h.details(matches[index]) if index is not None and 0 <= index < len(matches) else None
+
+    with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                with gr.Tabs():
+                    with gr.Tab("Image", id="image-tab"):
+                        image = gr.Image(
+                            label="Photo of the product",
+                            type="filepath",
+                            sources=["upload", "webcam", "clipboard"],
+                            height=280,
+                            elem_id="query-image",
+                        )
+                        image_button = gr.Button("Match", variant="primary", elem_id="match-image")
+                        if photo_examples:
+                            gr.Examples(
+                                photo_examples,
+                                inputs=image,
+                                label="Photos from the demo catalogue",
+                                api_visibility="private",
+                                examples_per_page=8,
+                            )
+                    with gr.Tab("Text", id="text-tab"):
+                        text = gr.Textbox(
+                            label="Description",
+                            placeholder="e.g. red cotton T-shirt — press Enter or Match",
+                            lines=1,
+                            max_lines=1,
+                            elem_id="query-text",
+                        )
+                        text_button = gr.Button("Match", variant="primary", elem_id="match-text")
+                        if text_examples:
+                            gr.Examples(
+                                [[t] for t in text_examples],
+                                inputs=text,
+                                label="Descriptions from the demo catalogue",
+                                api_visibility="private",
+                            )
+                with gr.Accordion("Filters", open=True):
+                    top_k = gr.Slider(1, 50, value=default_k, step=1, label="Number of results")
+                    category_box = gr.Dropdown(
+                        categories, value=[], multiselect=True, label="Categories", allow_custom_value=True
+                    )
+                    brand_box = gr.Dropdown(brands, value=[], multiselect=True, label="Brands", allow_custom_value=True)
+                    with gr.Row():
+                        # 0 (what an empty box sends) means no limit; the API's default is None, the same.
+                        min_price = gr.Number(value=None, minimum=0, label="Lowest price (0 = any)")
+                        max_price = gr.Number(value=None, minimum=0, label="Highest price (0 = any)")
+            with gr.Column(scale=3, min_width=360):
+                heading = gr.Markdown(WAITING, elem_id="result-heading")
+                gallery = gr.Gallery(
+                    label="Products",
+                    columns=4,
+                    height="auto",
+                    object_fit="contain",
+                    allow_preview=False,
+                    interactive=False,
+                    elem_id="results",
+                )
+                details = gr.JSON(label="Selected product (click a result)", elem_id="details")
+                with gr.Accordion("Results as JSON (what the API returns)", open=False):
+                    data = gr.JSON(label="Matches", elem_id="matches-json")
+        status = gr.Markdown(info.markdown(), elem_id="status")
+        last = gr.State({})
+
+        filters = [top_k, category_box, brand_box, min_price, max_price]
+        outputs = [gallery, data, last]
+        after = {"fn": show, "inputs": [last], "outputs": [heading, status, details], "api_visibility": "private"}
+        gr.on(
+            [image_button.click],
+            match_image,
+            inputs=[image, *filters],
+            outputs=outputs,
+            api_name="match_image",
+            preprocess=False,
+            concurrency_id="match",
+        ).success(**after)
+        gr.on(
+            [text_button.click, text.submit],
+            match_text,
+            inputs=[text, *filters],
+            outputs=outputs,
+            api_name="match_text",
+            preprocess=False,
+            concurrency_id="match",
+        ).success(**after)
+        gallery.select(select, inputs=[last], outputs=[details], api_visibility="private")
+
+    demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
+    return demo
