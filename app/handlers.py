@@ -150,6 +150,12 @@ def heading(result: MatchResult, filters: Filters) -> str:
     )
 
 
+OFFLINE_NOTICE = (
+    "This is the category-level offline model, not CLIP: it finds the kind of product (a wallet, a watch, a banana) "
+    "but ignores colour and brand, and misses kinds ImageNet has no class for (heels, packaged groceries)."
+)
+
+
 @dataclass(frozen=True)
 class PageInfo:
     """What the status line says about the running system (read once, at start-up)."""
@@ -223,8 +229,11 @@ def catalogue_photo_folders(pipe) -> list[Path]:
 
 def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
     settings = pipe.settings
+    problems = list(problems)
     try:
         model = pipe.card.label
+        if pipe.card.kind == "offline":
+            problems.append(OFFLINE_NOTICE)
     except PipelineError as err:
         model = f"unavailable ({err})"
     try:
