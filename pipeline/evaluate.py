@@ -311,10 +311,10 @@ def render(report: dict) -> str:
 
     def row(name: str, m: dict) -> str:
         cells = " ".join(f"{m.get(f'recall@{k}', 0):>9.3f}" for k in KS)
-        return f"  {name[:28]:<28} {m['queries']:>7} {cells} {m.get('mrr', 0):>7.3f}"
+        return f"  {name[:44]:<44} {m['queries']:>7} {cells} {m.get('mrr', 0):>7.3f}"
 
     header = " ".join(f"{'R@' + str(k):>9}" for k in KS)
-    lines.append(f"  {'':<28} {'queries':>7} {header} {'MRR':>7}")
+    lines.append(f"  {'':<44} {'queries':>7} {header} {'MRR':>7}")
     lines.append(row("overall", report["overall"]))
     for kind, m in report["by_kind"].items():
         lines.append(row(f"{kind} queries", m))
