@@ -59,10 +59,16 @@ class RunningApp:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM (as a service manager would), then wait: the app closes Gradio, the pipeline and its MongoDB."""
+    def stop(self, timeout_s: float = 30.0, group: bool = False) -> int:
+        """SIGTERM (as a service manager would), then wait: the app closes Gradio, the pipeline and its MongoDB.
+
+        ``group``: signal the whole process group (``make run`` does not pass signals on to the app it started).
+        """
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            else:
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired as err:
@@ -91,11 +97,16 @@ def start_app(data_template: Path, model_repo: Path, workdir: Path, **extra_env:
         PYTHONUNBUFFERED="1",
     )
     env.update(extra_env)
-    log_path = workdir / "app.log"
+    return launch([sys.executable, "-m", "app"], env, workdir / "app.log", f"http://127.0.0.1:{port}/")
+
+
+def launch(command: list[str], env: dict, log_path: Path, url: str, timeout_s: float = START_TIMEOUT_S) -> RunningApp:
+    """Start a command that ends up serving the app (``python -m app``, ``make run``, the container entry script) in
+    its own process group, and wait for the app's ready line."""
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app"],
+            command,
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
@@ -103,19 +114,19 @@ def start_app(data_template: Path, model_repo: Path, workdir: Path, **extra_env:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    app = RunningApp(f"http://127.0.0.1:{port}/", process, log_path, 0.0)
-    deadline = started + START_TIMEOUT_S
+    app = RunningApp(url, process, log_path, 0.0)
+    deadline = started + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"python -m app exited with {process.returncode}:\n{app.log()[-3000:]}")
+            raise AssertionError(f"{' '.join(command)} exited with {process.returncode}:\n{app.log()[-3000:]}")
         if READY_LINE in app.log():
             # The line is logged right after launch(); the port answers by then.
             httpx.get(app.url, timeout=10)
             app.started_in_s = round(time.monotonic() - started, 1)
             return app
         time.sleep(0.2)
-    app.stop()
-    raise AssertionError(f"python -m app did not serve within {START_TIMEOUT_S:.0f} s:\n{app.log()[-3000:]}")
+    app.stop(group=True)
+    raise AssertionError(f"{' '.join(command)} did not serve within {timeout_s:.0f} s:\n{app.log()[-3000:]}")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.mongo_server import free_port
+from tests.app_fixtures import launch
 from tests.triton_fixtures import require_triton
 
 from .conftest import REPO_ROOT
@@ -56,35 +56,15 @@ def test_entry_script_serves_through_triton_and_stops_cleanly(tmp_path, model_re
         GRADIO_SERVER_PORT=str(app_port),
         GRADIO_SERVER_NAME="127.0.0.1",
     )
-    log = tmp_path / "entry.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            ["bash", "scripts/docker-entrypoint.sh"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    app = launch(["bash", "scripts/docker-entrypoint.sh"], env, tmp_path / "entry.log", f"http://127.0.0.1:{app_port}/")
     try:
-        deadline = time.monotonic() + 240
-        while "Serving the product matcher at" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the entry script did not serve:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        client = Client(f"http://127.0.0.1:{app_port}/", verbose=False)
-        _, result = client.predict("Fairway Golf Umbrella", api_name="/match_text")
+        _, result = Client(app.url, verbose=False).predict("Fairway Golf Umbrella", api_name="/match_text")
         assert result["matches"]
         stats_url = f"http://127.0.0.1:{ports['TRITON_HTTP_PORT']}/v2/models/clip_text/stats"
         stats = json.load(urllib.request.urlopen(stats_url, timeout=5))
         assert stats["model_stats"][0]["inference_count"] > 0, "the query must have gone through Triton"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        assert app.stop(timeout_s=60) == 0, app.log()[-3000:]
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", "--", f"--http-port={ports['TRITON_HTTP_PORT']}"], capture_output=True)
     assert leftovers.returncode == 1, "tritonserver must be stopped with the container"
