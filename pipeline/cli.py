@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -193,9 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # transformers' advice ("PyTorch was not found", torchvision fallbacks) is noise for a runtime that needs neither.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return args.run(args, Settings.from_env())
     except PipelineError as err:

@@ -94,9 +94,16 @@ class Matcher:
                         f"The image is larger than {self.settings.max_image_mb:g} MB; please use a smaller photo."
                     )
                 source = path.read_bytes()
-            decoded = load_image(source, int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
-            # The cache key is the file's bytes (cheap to hash); only an in-memory picture is hashed by its pixels.
-            raw = source if isinstance(source, bytes) else decoded.tobytes() + repr(decoded.size).encode()
+            limits = (int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
+            if isinstance(source, bytes):
+                if len(source) > limits[0]:
+                    raise InvalidInput(
+                        f"The image is larger than {self.settings.max_image_mb:g} MB; please use a smaller photo."
+                    )
+                # The cache key is the file's bytes: a repeated photo is answered without decoding it again.
+                return source, lambda: self.pipeline.encoder.encode_images([load_image(source, *limits)])[0]
+            decoded = load_image(source, *limits)  # an in-memory picture, keyed by its pixels
+            raw = decoded.tobytes() + repr(decoded.size).encode()
             return raw, lambda: self.pipeline.encoder.encode_images([decoded])[0]
 
         return self._run("image", embed, top_k, filters, {})

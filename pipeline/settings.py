@@ -29,6 +29,18 @@ def _opt(env: Mapping[str, str], name: str) -> str | None:
     return raw or None
 
 
+def apply_process_defaults() -> None:
+    """Defaults for the libraries under us, set by the entry points before numpy loads; the environment still wins.
+
+    One BLAS thread: the search's matrix-vector products gain nothing from two, and OpenBLAS's idle threads then spin
+    and slow the next inference 2x (bench/README.md). transformers' advice ("PyTorch was not found", torchvision
+    fallbacks) is noise for a runtime that needs neither.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")

@@ -88,6 +88,9 @@ class VectorIndex:
             self.client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=10)
             self.where = settings.qdrant_url
         else:
+            from .qdrant_local import install
+
+            install()
             settings.qdrant_path.mkdir(parents=True, exist_ok=True)
             try:
                 self.client = QdrantClient(path=str(settings.qdrant_path))

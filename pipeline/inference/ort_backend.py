@@ -37,6 +37,9 @@ class OrtBackend:
                             f"{path} is missing; build the model with 'python -m pipeline build-model'."
                         )
                     options = ort.SessionOptions()
+                    # Two towers = two intra-op pools; spinning after a run, each steals the other's cores (and the
+                    # vector search's): alternating text and photo queries ran 1.7x slower (bench/README.md).
+                    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     if self.threads:
                         options.intra_op_num_threads = self.threads
                     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
