@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import evaluate, triton_server
 from .errors import PipelineError
 from .settings import Settings
 
@@ -101,17 +102,13 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _triton(args: argparse.Namespace, settings: Settings) -> int:
-    from .triton_server import run_from_args
-
     if not args.model_repository:
         args.model_repository = str(settings.model_repository)
-    return run_from_args(args)
+    return triton_server.run_from_args(args)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from .evaluate import run_from_args
-
-    return run_from_args(args, settings)
+    return evaluate.run_from_args(args, settings)
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
@@ -168,21 +165,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_status)
 
     p = sub.add_parser("triton", help="serve the model repository with the bundled Triton Inference Server")
-    try:
-        from .triton_server import add_arguments
-    except ImportError:  # pragma: no cover - the module is part of the package
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(p)
+    triton_server.add_arguments(p)
     p.set_defaults(run=_triton)
 
     p = sub.add_parser("evaluate", help="retrieval quality of the pipeline on labelled queries")
-    try:
-        from .evaluate import add_arguments as add_eval_arguments
-    except ImportError:  # pragma: no cover
-        add_eval_arguments = None
-    if add_eval_arguments is not None:
-        add_eval_arguments(p)
+    evaluate.add_arguments(p)
     p.set_defaults(run=_evaluate)
     return root
 

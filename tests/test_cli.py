@@ -95,3 +95,15 @@ def test_errors_are_one_line_without_traceback(cli_env, tmp_path):
     assert proc.returncode == 2 and "build-model" in proc.stderr
     status = run("status", env=missing_model, check=False)
     assert status.returncode == 1 and "MISSING" in status.stdout
+
+
+def test_evaluate_command(cli_env, tmp_path):
+    rows = [json.loads(line) for line in shared("seed_sample", "catalog.jsonl").read_text().splitlines()]
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("\n".join(json.dumps({"text": r["name"], "product_id": r["id"]}) for r in rows) + "\n")
+    report_file = tmp_path / "report.json"
+    args = ("evaluate", "--catalog", str(shared("seed_sample", "catalog.jsonl")), "--queries", str(queries))
+    proc = run(*args, "--check", "--json", str(report_file), env=cli_env)
+    assert "R@1" in proc.stdout and "check: the pipeline equals the numpy brute-force reference" in proc.stdout
+    report = json.loads(report_file.read_text())
+    assert report["overall"]["queries"] == 10 and report["check"]["ok"]
