@@ -55,6 +55,8 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads that spin after a batch take the cores tritonserver needs to receive the next one.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
         # Raised here, a mismatch lands in Triton's log and the model fails to load: better than failing per request.
