@@ -122,7 +122,7 @@ def _export_clip(model, tokenizer, text_path: Path, visual_path: Path, length: i
             str(text_path),
             input_names=list(mr.TEXT_INPUTS),
             output_names=[mr.OUTPUT],
-            dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, mr.OUTPUT: {0: "batch"}},
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in mr.TEXT_INPUTS}, mr.OUTPUT: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -139,7 +139,15 @@ def _export_clip(model, tokenizer, text_path: Path, visual_path: Path, length: i
         text_ref = text_tower(*(torch.from_numpy(text_in[k]) for k in mr.TEXT_INPUTS)).numpy()
         visual_ref = visual_tower(torch.from_numpy(pixels)).numpy()
     check_parity(text_path, text_in, text_ref, "text")
+    # The client pads short batches to a few tokens, not to the full length: that must give the very same vectors.
+    check_parity(text_path, shortest_padding(text_in), text_ref, "text (short padding)")
     check_parity(visual_path, {mr.VISUAL_INPUT: pixels}, visual_ref, "image")
+
+
+def shortest_padding(text_in: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same token batch cut to its longest row (right padding): what a dynamic sequence axis must agree with."""
+    width = int(text_in["attention_mask"].sum(axis=1).max())
+    return {name: np.ascontiguousarray(array[:, :width]) for name, array in text_in.items()}
 
 
 def _run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -231,6 +239,7 @@ def build_model(
                 "revision": rev,
                 "embedding_dim": int(model.config.projection_dim),
                 "text_max_length": length,
+                "text_dynamic_length": True,
                 "image_size": size,
             }
         if precision != "fp32":

@@ -20,7 +20,13 @@ class Encoder:
         self.backend = backend
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        return self._run(mr.TEXT_MODEL, self.preprocessor.tokenize(texts))
+        groups = self.preprocessor.tokenize_groups(texts)
+        if len(groups) == 1:
+            return self._run(mr.TEXT_MODEL, groups[0][1])
+        out = np.empty((len(texts), self.card.embedding_dim), dtype=np.float32)
+        for index, batch in groups:
+            out[index] = self._run(mr.TEXT_MODEL, batch)
+        return out
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
         return self.encode_pixels(self.preprocessor.pixels(images))

@@ -60,13 +60,16 @@ class ModelCard:
     revision: str
     precision: str  # "fp32", "fp16", "int8"
     embedding_dim: int
-    text_max_length: int
+    text_max_length: int  # longest token sequence the text tower takes (longer text is truncated)
     image_size: int
     sha256: dict[str, str]
     thresholds: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_THRESHOLDS)))
     text_weight: float = DEFAULT_TEXT_WEIGHT
     sources: list[dict[str, str]] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    # True: the text tower takes any sequence length up to text_max_length (padding does not change the embedding), so
+    # short queries are padded to a small bucket, not to text_max_length. Repositories built before this existed: False.
+    text_dynamic_length: bool = False
 
     @property
     def identity(self) -> str:

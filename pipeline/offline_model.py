@@ -252,10 +252,12 @@ def class_text_matrix(tokenizer, model: nn.Module, names: Sequence[str]) -> torc
 
 
 # ---------------------------------------------------------------------------------------------- export
-def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str]) -> None:
-    """Legacy (TorchScript) exporter with a dynamic batch axis: it matched torch to ~1e-7 for these networks."""
+def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], sequence_axis: bool = False) -> None:
+    """Legacy (TorchScript) exporter with a dynamic batch axis (and sequence axis for text): it matched torch to ~1e-7
+    for these networks."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {name: {0: "batch"} for name in (*inputs, OUTPUT)}
+    axes = {name: {0: "batch", 1: "sequence"} if sequence_axis else {0: "batch"} for name in inputs}
+    axes[OUTPUT] = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
         # tracer notes on constant shapes (L and S are fixed by the contract) and on index ops: checked, not actionable
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
@@ -276,7 +278,7 @@ def export_text_tower(path: Path, model: nn.Module) -> None:
     ids = torch.ones(2, TEXT_MAX_LENGTH, dtype=torch.int64)
     mask = torch.ones_like(ids)
     mask[1, TEXT_MAX_LENGTH // 2 :] = 0
-    _export(TextTower(model).eval(), (ids, mask), path, TEXT_INPUTS)
+    _export(TextTower(model).eval(), (ids, mask), path, TEXT_INPUTS, sequence_axis=True)
 
 
 def export_image_tower(path: Path, net: nn.Module, class_text: torch.Tensor, config: OfflineConfig) -> None:
@@ -359,12 +361,16 @@ def check_text_tower(path: Path, tokenizer_dir: Path, texts: Sequence[str]) -> f
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="np")
-    feeds = {name: enc[name].astype(np.int64) for name in TEXT_INPUTS}
-    out = onnx_session(path).run([OUTPUT], feeds)[0]
     ref_tokenizer, ref_model = load_text_model()
     reference = np.concatenate([np.zeros((len(texts), FEATURE_DIM)), encode_texts(ref_tokenizer, ref_model, texts)], 1)
-    return _max_diff(out, reference, "text tower")
+    session = onnx_session(path)
+    diffs = []
+    # Full padding, and padding to the longest text only (what the client sends): both must give the same vectors.
+    for padding in ("max_length", "longest"):
+        enc = tokenizer(list(texts), padding=padding, truncation=True, max_length=TEXT_MAX_LENGTH, return_tensors="np")
+        feeds = {name: enc[name].astype(np.int64) for name in TEXT_INPUTS}
+        diffs.append(_max_diff(session.run([OUTPUT], feeds)[0], reference, f"text tower ({padding} padding)"))
+    return max(diffs)
 
 
 def check_image_tower(
@@ -426,6 +432,7 @@ def card_fields(config: OfflineConfig, thresholds: dict | None = None) -> dict:
         "revision": ", ".join(f"{s['package']}=={s['version']}" for s in found),
         "embedding_dim": FEATURE_DIM + TEXT_DIM,
         "text_max_length": TEXT_MAX_LENGTH,
+        "text_dynamic_length": True,
         "image_size": IMAGE_SIZE,
         "sources": found,
         "thresholds": json.loads(json.dumps(thresholds or DEFAULT_THRESHOLDS)),  # a deep copy

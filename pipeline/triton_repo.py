@@ -56,10 +56,14 @@ class TensorSpec:
         return f'  {{\n    name: "{self.name}"\n    data_type: {self.data_type}\n    dims: [ {dims} ]\n  }}'
 
 
+def text_sequence_dim(card: ModelCard) -> int:
+    """Triton's sequence dimension for ``clip_text``: -1 (any length) or the length the graph was exported with."""
+    return -1 if card.text_dynamic_length else card.text_max_length
+
+
 def text_specs(card: ModelCard) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs/outputs of ``clip_text``: token ids and mask, always padded to ``text_max_length``."""
-    length = card.text_max_length
-    inputs = [TensorSpec(name, "TYPE_INT64", (length,)) for name in TEXT_INPUTS]
+    """Inputs/outputs of ``clip_text``: token ids and mask (the client pads a batch to one length)."""
+    inputs = [TensorSpec(name, "TYPE_INT64", (text_sequence_dim(card),)) for name in TEXT_INPUTS]
     return inputs, [TensorSpec(OUTPUT, "TYPE_FP32", (card.embedding_dim,))]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -41,6 +42,7 @@ def test_repository_layout_and_card(model_repo, clip_folder):
     assert (mr.processor_dir(model_repo) / "preprocessor_config.json").is_file()
     config = (model_repo / mr.TEXT_MODEL / "config.pbtxt").read_text()
     assert 'backend: "python"' in config and "dynamic_batching" in config and "max_batch_size: 64" in config
+    assert card.text_dynamic_length and config.count("dims: [ -1 ]") == 2, "token inputs take any sequence length"
     assert not list(model_repo.parent.glob(".*staging*")), "the staging folder must be removed"
 
 
@@ -61,6 +63,25 @@ def test_encoder_reproduces_torch(model_repo, clip_folder):
     np.testing.assert_allclose(encoder.encode_texts(texts), ref_t, atol=1e-5)
     np.testing.assert_allclose(encoder.encode_images(images), ref_i, atol=1e-5)
     assert np.allclose(np.linalg.norm(encoder.encode_texts(texts), axis=1), 1, atol=1e-5)
+
+
+def test_text_batches_are_padded_to_buckets(model_repo):
+    """Short texts are padded to 16 tokens, not 77, and that changes no vector; a fixed-length graph still gets 77."""
+    card = mr.ModelCard.load(model_repo)
+    pre = Preprocessor(model_repo, card)
+    texts = ["red mug", "a shirt " * 12, "a very long description " * 40]  # 4, ~26 and >77 tokens
+    assert pre.tokenize(texts[:1])["input_ids"].shape == (1, 16)
+    groups = pre.tokenize_groups(texts)
+    assert [(list(index), batch["input_ids"].shape[1]) for index, batch in groups] == [([0], 16), ([1], 32), ([2], 77)]
+    assert all(batch["attention_mask"].dtype == np.int64 for _, batch in groups)
+
+    session = OrtBackend(model_repo)
+    full = Preprocessor(model_repo, dataclasses.replace(card, text_dynamic_length=False))
+    padded = full.tokenize(texts)
+    assert padded["input_ids"].shape == (3, 77)
+    np.testing.assert_allclose(
+        _encoder(model_repo).encode_texts(texts), session.run(mr.TEXT_MODEL, padded), atol=1e-6, rtol=0
+    )
 
 
 def test_parity_check_fails_loudly(model_repo):

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import model_repo as mr
 from ..errors import BackendUnavailable, ModelMismatch, PipelineError
-from ..triton_repo import IDENTITY_PARAMETER
+from ..triton_repo import IDENTITY_PARAMETER, text_sequence_dim
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -198,7 +198,7 @@ class TritonBackend:
         """Both models ready, and their tensors (names, dtypes, shapes) and identity match the local model card."""
         expected = {
             mr.TEXT_MODEL: (
-                {name: ("INT64", [-1, card.text_max_length]) for name in mr.TEXT_INPUTS},
+                {name: ("INT64", [-1, text_sequence_dim(card)]) for name in mr.TEXT_INPUTS},
                 {mr.OUTPUT: ("FP32", [-1, card.embedding_dim])},
             ),
             mr.VISUAL_MODEL: (
