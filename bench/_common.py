@@ -86,7 +86,7 @@ def model_repo(args: argparse.Namespace, precision: str = "fp32") -> Path:
     root = Path(args.cache).resolve() / size
     repo = root / f"model_repository-{precision}"
     with _file_lock(root / ".lock"):
-        if not (repo / "model_card.json").is_file():
+        if not _current(repo):
             from pipeline.build_model import build_model
             from pipeline.random_clip import save_random_clip
 
@@ -97,6 +97,16 @@ def model_repo(args: argparse.Namespace, precision: str = "fp32") -> Path:
             note(f"building the {precision} model repository {repo} (once; later runs reuse it)")
             build_model(source=str(clip), out=repo, precision=precision)
     return repo
+
+
+def _current(repo: Path) -> bool:
+    """A cached repository is reused only if today's exporter would write the same kind (a dynamic text axis)."""
+    from pipeline.model_repo import ModelCard
+
+    try:
+        return ModelCard.load(repo).text_dynamic_length
+    except Exception:  # missing or unreadable card: build again
+        return False
 
 
 def note(message: str) -> None:
@@ -341,21 +351,11 @@ def unit_vectors(rng, n: int, dim: int):
 
 
 def fast_local_upserts(index) -> bool:
-    """Benchmark set-up only: let Qdrant local mode on disk commit without an fsync per point.
+    """Set-up: make sure the index commits the way the app does (``pipeline.qdrant_local.relax_sync``), also for a
+    collection created outside ``VectorIndex.ensure``. Returns whether it applied."""
+    from pipeline.qdrant_local import relax_sync
 
-    qdrant-client's local mode commits one SQLite transaction per point (journal_mode=DELETE, synchronous=FULL), about
-    19 ms a point here: 10,000 synthetic products would take minutes before anything is measured. WAL with
-    synchronous=NORMAL makes the same upserts ~20x faster; it reaches into qdrant-client's private attributes, so it is
-    used only to fill throw-away indexes, never where ingestion itself is measured. Returns whether it applied.
-    """
-    try:
-        for collection in index.client._client.collections.values():
-            storage = collection.storage.storage
-            storage.execute("PRAGMA journal_mode=WAL")
-            storage.execute("PRAGMA synchronous=NORMAL")
-    except (AttributeError, TypeError):
-        return False
-    return True
+    return relax_sync(index.client)
 
 
 def query_photos(limit: int) -> list[Path]:

@@ -127,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--queue-delay-us", type=int, default=DEFAULT_QUEUE_DELAY_US, help="Triton dynamic batching delay")
     p.add_argument("--instances", type=int, default=1, help="Triton instances per tower (threads split between them)")
+    p.add_argument(
+        "--instance-threads", type=int, default=None, help="onnxruntime threads per Triton instance (default: split)"
+    )
     p.add_argument("--models", default="image,text", help="which towers to put under load (default image,text)")
     args = p.parse_args(argv)
     rounds = c.repeats(args, 20)
-    tp_rounds = 1 if args.smoke else 3
+    tp_rounds = 1 if args.smoke else 5
     seconds = args.seconds or (0.2 if args.smoke else 4.0)
     threads = args.threads or os.cpu_count() or 1
     repo = c.model_repo(args)
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = [m.strip() for m in ("image" if args.smoke else args.models).split(",") if m.strip() in inputs]
 
     local = OrtBackend(repo, threads=threads)
-    triton_threads = max(1, threads // args.instances)  # the same cores in total as the in-process side
+    # default: the same threads in total as the in-process side
+    triton_threads = args.instance_threads or max(1, threads // args.instances)
     served = triton_repo(repo, triton_threads, args.queue_delay_us, args.instances)
     try:
         server = TritonServer(served, ready_timeout=300).start()

@@ -1,9 +1,11 @@
 """``ingest``: catalogue file -> validated rows -> photos decoded ahead of inference -> embeddings -> MongoDB + Qdrant.
 
 Stages, each in its own place: ``catalog_reader`` validates, a small thread pool decodes and preprocesses the next batch
-of photos while the current one is embedded, and the writer stores products in MongoDB before their vectors in Qdrant
-(the vectors carry the content hash, so a crash between the two is repaired by the next run). Unchanged rows are skipped
-by content hash: the same file twice changes nothing and does not bump the catalogue version.
+of photos while the current one is embedded, and a writer thread stores one batch (products in MongoDB before their
+vectors in Qdrant) while the next is embedded: database round trips and fsyncs wait on I/O, not on the cores the
+models need. The vectors carry the content hash, so a crash between the two writes is repaired by the next run.
+Unchanged rows are skipped by content hash: the same file twice changes nothing and does not bump the catalogue
+version.
 """
 
 from __future__ import annotations
@@ -102,9 +104,13 @@ def ingest(
 
     batch_size = max(1, pipeline.settings.ingest_batch_size)
     batches = list(_batches(todo, batch_size))
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
+    ):
         pending: list[Future] = [pool.submit(_decode, pipeline, b) for b in batches[:2]]
         next_batch = 2
+        writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
         ticker = counter(len(todo), "ingest", "product", enabled=progress)
         while pending:
             good, pixels, bad = pending.pop(0).result()
@@ -115,13 +121,17 @@ def ingest(
             if good:
                 image_vecs = encoder.encode_pixels(pixels)
                 text_vecs = encoder.encode_texts([p.text for p in good])
-                _write(pipeline, good, image_vecs, text_vecs)
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(_write, pipeline, good, image_vecs, text_vecs)
                 for p in good:
                     if p.id in known:
                         report.updated += 1
                     else:
                         report.added += 1
             ticker.update(len(good) + len(bad))
+        if writing is not None:
+            writing.result()
         ticker.close()
     report.bad.sort(key=lambda b: b.line)
     report.catalog_version = index.bump_version() if report.changed else index.version()

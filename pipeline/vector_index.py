@@ -88,7 +88,7 @@ class VectorIndex:
             self.client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=10)
             self.where = settings.qdrant_url
         else:
-            from .qdrant_local import install
+            from .qdrant_local import install, relax_sync
 
             install()
             settings.qdrant_path.mkdir(parents=True, exist_ok=True)
@@ -102,6 +102,7 @@ class VectorIndex:
                     ) from err
                 raise
             self.where = f"local mode at {settings.qdrant_path}"
+            relax_sync(self.client)
         # One lock for local mode (not thread-safe); a server client needs none.
         self._lock = threading.RLock() if not self.remote else contextlib.nullcontext()
         self._meta: dict | None = None
@@ -151,6 +152,10 @@ class VectorIndex:
                     for name in KEYWORD_FIELDS:
                         self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
                     self.client.create_payload_index(self.collection, "price", models.PayloadSchemaType.FLOAT)
+                else:
+                    from .qdrant_local import relax_sync
+
+                    relax_sync(self.client)
         self.metadata(refresh=True)
         self.check_model(card)
 

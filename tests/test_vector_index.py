@@ -3,6 +3,9 @@ the collection."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import numpy as np
 
 from pipeline.model_repo import ModelCard
@@ -48,3 +51,7 @@ def test_local_search_equals_brute_force_in_float32(settings):
         assert reopened.metadata()["model_identity"] == card.identity
     finally:
         reopened.close()
+    # upserts commit through SQLite's write-ahead log, not an fsync'd rollback journal per point
+    (storage,) = settings.qdrant_path.glob(f"collection/{settings.qdrant_collection}/storage.sqlite")
+    with contextlib.closing(sqlite3.connect(storage)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
