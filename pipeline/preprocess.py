@@ -20,9 +20,10 @@ from .errors import InvalidInput
 
 ImageSource = str | Path | bytes | Image.Image
 
-# Text batches are padded to a multiple of this many tokens (graphs with a dynamic sequence axis): 16 covers a typical
-# query ("men's black puffer jacket" is 8) at a quarter of CLIP's 77-token cost and keeps shapes few for Triton.
-TEXT_LENGTH_BUCKET = 16
+# Text batches are padded to a multiple of this many tokens (graphs with a dynamic sequence axis), so that queries share
+# a few shapes (Triton batches only equal shapes). "men's black puffer jacket" is 8 tokens; fashion product texts have a
+# median of 16 and a 90th percentile of 20: buckets of 8 pad them to 19.3 tokens on average, buckets of 16 to 22.4.
+TEXT_LENGTH_BUCKET = 8
 
 
 def load_image(source: ImageSource, max_bytes: int = 20 * 2**20, max_pixels: int = 40_000_000) -> Image.Image:

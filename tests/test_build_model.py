@@ -66,13 +66,13 @@ def test_encoder_reproduces_torch(model_repo, clip_folder):
 
 
 def test_text_batches_are_padded_to_buckets(model_repo):
-    """Short texts are padded to 16 tokens, not 77, and that changes no vector; a fixed-length graph still gets 77."""
+    """Short texts are padded to 8 tokens, not 77, and that changes no vector; a fixed-length graph still gets 77."""
     card = mr.ModelCard.load(model_repo)
     pre = Preprocessor(model_repo, card)
     texts = ["red mug", "a shirt " * 12, "a very long description " * 40]  # 4, ~26 and >77 tokens
-    assert pre.tokenize(texts[:1])["input_ids"].shape == (1, 16)
+    assert pre.tokenize(texts[:1])["input_ids"].shape == (1, 8)
     groups = pre.tokenize_groups(texts)
-    assert [(list(index), batch["input_ids"].shape[1]) for index, batch in groups] == [([0], 16), ([1], 32), ([2], 77)]
+    assert [(list(index), batch["input_ids"].shape[1]) for index, batch in groups] == [([0], 8), ([1], 32), ([2], 77)]
     assert all(batch["attention_mask"].dtype == np.int64 for _, batch in groups)
 
     session = OrtBackend(model_repo)
