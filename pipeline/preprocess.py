@@ -105,7 +105,7 @@ class Preprocessor:
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
         """One padded batch: to the bucket of the longest text, or to ``text_max_length`` for a fixed-length graph."""
         rows = self._token_rows(texts)
-        return self._pad(rows, self._width(max(len(ids) for ids, _ in rows)))
+        return self._pad(rows, self._width(max((len(ids) for ids, _ in rows), default=0)))
 
     def tokenize_groups(self, texts: list[str]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Texts grouped by padded width, as (indices into ``texts``, batch) pairs.
@@ -122,6 +122,8 @@ class Preprocessor:
         return groups
 
     def _token_rows(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+        if not texts:
+            return []
         self._load()
         encoded = self._tokenizer(list(texts), truncation=True, max_length=self.card.text_max_length)
         return list(zip(encoded["input_ids"], encoded["attention_mask"], strict=True))

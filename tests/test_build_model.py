@@ -74,6 +74,7 @@ def test_text_batches_are_padded_to_buckets(model_repo):
     groups = pre.tokenize_groups(texts)
     assert [(list(index), batch["input_ids"].shape[1]) for index, batch in groups] == [([0], 8), ([1], 32), ([2], 77)]
     assert all(batch["attention_mask"].dtype == np.int64 for _, batch in groups)
+    assert _encoder(model_repo).encode_texts([]).shape == (0, card.embedding_dim)
 
     session = OrtBackend(model_repo)
     full = Preprocessor(model_repo, dataclasses.replace(card, text_dynamic_length=False))
