@@ -35,7 +35,12 @@ class ResultCache:
         import diskcache
 
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self.cache = diskcache.Cache(str(directory), size_limit=size_mb * 2**20, eviction_policy="least-recently-used")
+        # Evict the oldest stored entries, not the least recently read: a hit then only reads (with LRU every hit is
+        # an SQLite write of its access time: 0.55 ms a text hit instead of 0.27), and the oldest entries are mostly
+        # answers for catalogue versions that an ingest has since replaced, which no query can reach any more.
+        self.cache = diskcache.Cache(
+            str(directory), size_limit=size_mb * 2**20, eviction_policy="least-recently-stored"
+        )
 
     @staticmethod
     def query_key(model: str, kind: str, raw: bytes) -> str:
