@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import BackendUnavailable, ModelMismatch, PipelineError
 from .model_repo import ModelCard
+from .qdrant_local import install, relax_sync
 from .settings import Settings
 
 ID_NAMESPACE = uuid.UUID("8f5d3a52-8a3e-4c55-9d5b-3f0a2c1f7e11")
@@ -88,8 +89,6 @@ class VectorIndex:
             self.client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=10)
             self.where = settings.qdrant_url
         else:
-            from .qdrant_local import install, relax_sync
-
             install()
             settings.qdrant_path.mkdir(parents=True, exist_ok=True)
             try:
@@ -153,8 +152,6 @@ class VectorIndex:
                         self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
                     self.client.create_payload_index(self.collection, "price", models.PayloadSchemaType.FLOAT)
                 else:
-                    from .qdrant_local import relax_sync
-
                     relax_sync(self.client)
         self.metadata(refresh=True)
         self.check_model(card)
