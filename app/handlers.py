@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline.errors import InvalidInput, PipelineError
 from pipeline.matcher import LEVEL_WORDS, Match, MatchResult
-from pipeline.vector_index import Filters
+from pipeline.vectors import Filters
 
 log = logging.getLogger("app")
 
@@ -227,9 +227,16 @@ def catalogue_photo_folders(pipe) -> list[Path]:
     return sorted(f for f in folders if not any(f != o and f.is_relative_to(o) for o in folders))
 
 
+EMPTY_CATALOGUE = (
+    "The catalogue is empty: ingest one with 'python -m pipeline ingest assets/demo_catalog/catalog.jsonl'."
+)
+
+
 def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
+    """What the status line says now; ``problems`` are those found at start-up (the empty-catalogue notice is decided
+    here, so it goes away once products are in)."""
     settings = pipe.settings
-    problems = list(problems)
+    problems = [p for p in problems if p != EMPTY_CATALOGUE]
     try:
         model = pipe.card.label
         if pipe.card.kind == "offline":
@@ -240,20 +247,25 @@ def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
         backend = pipe.encoder.backend.description
     except PipelineError:
         backend = f"Triton at {settings.triton_url}" if settings.triton_url else "in-process onnxruntime"
-    vectors = f"server at {settings.qdrant_url}" if settings.qdrant_url else f"local mode at {settings.qdrant_path}"
+    vectors = f"server at {settings.qdrant_url}" if settings.qdrant_url else "Edge (embedded)"
     try:
         products = pipe.index.count()
+        if products == 0:
+            problems.append(EMPTY_CATALOGUE)
     except PipelineError:
         products = None
     return PageInfo(model, backend, vectors, pipe.mongo_mode, products, tuple(problems))
 
 
-def filter_choices(pipe) -> tuple[list[str], list[str]]:
-    """Category and brand names in the catalogue (empty lists when MongoDB does not answer)."""
+def filter_choices(pipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Category and brand choices as (label with product count, value), from the index's facets, most frequent
+    first (empty lists when the index does not answer)."""
     try:
-        return pipe.store.distinct("category"), pipe.store.distinct("brand")
+        return tuple(
+            [(f"{value} ({count})", value) for value, count in pipe.index.facet(name)] for name in ("category", "brand")
+        )
     except PipelineError as err:
-        log.warning("Cannot read the filter choices from the catalogue: %s", err)
+        log.warning("Cannot read the filter choices from the index: %s", err)
         return [], []
 
 

@@ -43,9 +43,7 @@ def warm_up(pipe: Pipeline) -> list[str]:
     try:
         pipe.index.check_model(card)
         if pipe.index.count() == 0:
-            problems.append(
-                "The catalogue is empty: ingest one with 'python -m pipeline ingest assets/demo_catalog/catalog.jsonl'."
-            )
+            problems.append(h.EMPTY_CATALOGUE)
     except PipelineError as err:
         problems.append(str(err))
     try:
@@ -139,7 +137,7 @@ def main() -> int:
         print(f"app: {err}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop)
-    pipe = Pipeline(settings)
+    pipe = Pipeline(settings, serving=True)
     demo = None
     try:
         demo = serve(pipe, config)

@@ -20,7 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from pipeline.errors import PipelineError
-from pipeline.vector_index import Filters
+from pipeline.vectors import Filters
 
 from . import handlers as h
 from .config import AppConfig
@@ -65,7 +65,8 @@ def build_demo(
     list must go to ``launch(allowed_paths=...)``)."""
     config = config or AppConfig()
     folders = h.catalogue_photo_folders(pipe) if photo_folders is None else [Path(f).resolve() for f in photo_folders]
-    info = info or h.page_info(pipe)
+    problems = list(info.problems) if info else []
+    live = {"info": info or h.page_info(pipe)}  # refreshed on every page load: the catalogue may have changed
     categories, brands = h.filter_choices(pipe)
     photo_examples, text_examples = h.examples(config.examples_catalog)
     default_k = config.default_top_k
@@ -73,10 +74,19 @@ def build_demo(
     def photo_ok(path: str | None) -> bool:
         return bool(path) and Path(path).is_file() and h.is_inside(path, folders)
 
+    def current_info() -> h.PageInfo:
+        return live["info"]
+
+    def refresh():
+        """On every page load: filter choices (with counts) and the status line as the catalogue is now."""
+        live["info"] = h.page_info(pipe, problems)
+        categories, brands = h.filter_choices(pipe)
+        return gr.Dropdown(choices=categories), gr.Dropdown(choices=brands), live["info"].markdown()
+
     def respond(run: Callable[[int, Filters], object], top_k, categories, brands, min_price, max_price):
         filters = h.make_filters(categories, brands, min_price, max_price)
         result = run(top_k, filters)
-        page = h.present(result, filters, info, photo_ok)
+        page = h.present(result, filters, current_info(), photo_ok)
         for warning in page.warnings:
             gr.Warning(html.escape(warning, quote=False))
         return page.gallery, page.data, page.state
@@ -119,7 +129,7 @@ def build_demo(
     def show(state: dict):
         matches = state.get("matches") or []
         first = h.details(matches[0]) if matches else None
-        return state.get("heading", WAITING), state.get("status", info.markdown()), first
+        return state.get("heading", WAITING), state.get("status", current_info().markdown()), first
 
     @_shown_to_people
     def select(state: dict, evt: gr.SelectData):
@@ -189,7 +199,7 @@ def build_demo(
                 details = gr.JSON(label="Selected product (click a result)", elem_id="details")
                 with gr.Accordion("Results as JSON (what the API returns)", open=False):
                     data = gr.JSON(label="Matches", elem_id="matches-json")
-        status = gr.Markdown(info.markdown(), elem_id="status")
+        status = gr.Markdown(current_info().markdown(), elem_id="status")
         last = gr.State({})
 
         filters = [top_k, category_box, brand_box, min_price, max_price]
@@ -214,6 +224,7 @@ def build_demo(
             concurrency_id="match",
         ).success(**after)
         gallery.select(select, inputs=[last], outputs=[details], api_visibility="private")
+        demo.load(refresh, outputs=[category_box, brand_box, status], api_visibility="private")
 
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     return demo

@@ -350,14 +350,6 @@ def unit_vectors(rng, n: int, dim: int):
     return v
 
 
-def fast_local_upserts(index) -> bool:
-    """Set-up: make sure the index commits the way the app does (``pipeline.qdrant_local.relax_sync``), also for a
-    collection created outside ``VectorIndex.ensure``. Returns whether it applied."""
-    from pipeline.qdrant_local import relax_sync
-
-    return relax_sync(index.client)
-
-
 def query_photos(limit: int) -> list[Path]:
     """Real product photos for image queries (grocery shelf photos, 348x348 JPEG), else the fashion catalogue's."""
     for folder in (SHARED_DATA / "grocery_store" / "queries", SHARED_DATA / "fashion" / "images"):

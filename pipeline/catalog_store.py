@@ -42,6 +42,27 @@ class CatalogStore:
         except PyMongoError as err:
             raise unavailable(err, "saving products") from err
 
+    def delete_many(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        if not ids:
+            return 0
+        try:
+            return self.collection.delete_many({"_id": {"$in": ids}}).deleted_count
+        except PyMongoError as err:
+            raise unavailable(err, "deleting products") from err
+
+    def clear(self) -> None:
+        try:
+            self.collection.delete_many({})
+        except PyMongoError as err:
+            raise unavailable(err, "removing the products") from err
+
+    def ids(self) -> list[str]:
+        try:
+            return [doc["_id"] for doc in self.collection.find({}, {"_id": 1})]
+        except PyMongoError as err:
+            raise unavailable(err, "listing products") from err
+
     def get_many(self, ids: Iterable[str]) -> dict[str, dict]:
         """All requested products in one round trip."""
         ids = list(ids)

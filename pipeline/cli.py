@@ -1,4 +1,4 @@
-"""``python -m pipeline build-model | ingest | match | evaluate | triton | status``.
+"""``python -m pipeline build-model | ingest | delete | match | evaluate | triton | status``.
 
 Each command is a thin wrapper over the library; a ``PipelineError`` becomes one line on stderr and exit status 2, never
 a stack trace. Progress goes to stderr so ``--json`` output on stdout can be piped.
@@ -38,7 +38,7 @@ def _build_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _filters(args: argparse.Namespace):
-    from .vector_index import Filters
+    from .vectors import Filters
 
     return Filters(
         categories=tuple(args.category or ()),
@@ -57,9 +57,26 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         if args.if_empty and not args.reset and pipe.index.count():
             print(f"the catalogue already holds {pipe.index.count()} products; not adding {args.catalog}")
             return 0
-        report = ingest(pipe, Path(args.catalog), Path(args.images) if args.images else None, reset=args.reset)
+        report = ingest(
+            pipe, Path(args.catalog), Path(args.images) if args.images else None, reset=args.reset, sync=args.sync
+        )
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
     return 0 if report.rows and len(report.bad) < report.rows else 1
+
+
+def _delete(args: argparse.Namespace, settings: Settings) -> int:
+    from .ingest import delete_products
+    from .service import Pipeline
+
+    with Pipeline(settings) as pipe:
+        gone, unknown = delete_products(pipe, args.ids)
+        version = pipe.index.version()
+    if gone:
+        print(f"deleted {len(gone)} product{'s' if len(gone) != 1 else ''}: {', '.join(gone)}; "
+              f"catalogue version {version}")  # fmt: skip
+    if unknown:
+        print(f"not in the catalogue: {', '.join(unknown)}", file=sys.stderr)
+    return 0 if gone or not unknown else 1
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
@@ -145,10 +162,17 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="add or update the products of a catalogue file (JSON, JSONL or CSV)")
     p.add_argument("catalog")
     p.add_argument("--images", help="folder to look up absolute or foreign image paths by file name")
-    p.add_argument("--reset", action="store_true", help="drop the vector index first (after changing the model)")
+    p.add_argument(
+        "--reset", action="store_true", help="start from an empty catalogue: drop the vectors and the MongoDB products"
+    )
+    p.add_argument("--sync", action="store_true", help="also delete the products that the file no longer has")
     p.add_argument("--if-empty", action="store_true", help="only when the catalogue holds no product yet (demo data)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_ingest)
+
+    p = sub.add_parser("delete", help="remove products from the catalogue (MongoDB and the vector index)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(run=_delete)
 
     p = sub.add_parser("match", help="find the products that match a description or a photo")
     query = p.add_mutually_exclusive_group(required=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import BackendUnavailable, InvalidInput, PipelineError
 from .preprocess import ImageSource, clean_text, load_image
-from .vector_index import Filters
+from .vectors.types import Filters
 
 LEVEL_WORDS = {"match": "Match", "similar": "Similar product", "none": "No close match"}
 
@@ -174,9 +174,18 @@ class Matcher:
         lap("embed")
         index = pipe.index
         index.check_model(card)
-        version = index.version()
+        collection = index.info()
+        version = collection.catalog_version
+        # The collection's own id is in the key: another collection at the same version never shares answers.
         rkey = cache.result_key(
-            card.identity, embedding, kind=kind, version=version, k=top_k, filters=filters.key(), w=card.text_weight
+            card.identity,
+            embedding,
+            kind=kind,
+            collection=collection.collection_id,
+            version=version,
+            k=top_k,
+            filters=filters.key(),
+            w=card.text_weight,
         )
         cached = cache.get(rkey)
         lap("cache")
@@ -185,8 +194,7 @@ class Matcher:
             rows = cached
         else:
             if kind == "text":
-                w = card.text_weight
-                hits = index.search(np.concatenate([w * embedding, (1 - w) * embedding]), "fused", top_k, filters)
+                hits = index.search_text(embedding, card.text_weight, top_k, filters)
             else:
                 hits = index.search(embedding, "image", top_k, filters)
             lap("search")
@@ -197,7 +205,9 @@ class Matcher:
                 warnings.append(f"Product details are unavailable right now ({err}); showing what the index holds.")
             lap("metadata")
             rows = [(h.product_id, h.score, (docs or {}).get(h.product_id) or h.payload) for h in hits]
-            if docs is not None:
+            # Not cached while the catalogue is being changed: the next version would not reach it anyway, and the
+            # answer may mix old and new products.
+            if docs is not None and not collection.writing:
                 cache.set(rkey, rows)
         match_t, similar_t = self._thresholds(kind)
         matches = [_to_match(pid, score, doc, match_t, similar_t) for pid, score, doc in rows]

@@ -13,8 +13,10 @@ from .settings import Settings
 
 
 class Pipeline:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, serving: bool = False) -> None:
+        """``serving``: this process answers queries (the app), so index optimisations must not stall it."""
         self.settings = settings or Settings.from_env()
+        self.serving = serving
         self._lock = threading.RLock()
         self._mongo_server = None
         self._closed = False
@@ -69,9 +71,9 @@ class Pipeline:
 
     @property
     def index(self):
-        from .vector_index import VectorIndex
+        from .vectors import open_vector_store
 
-        return self._once("_index", lambda: VectorIndex(self.settings))
+        return self._once("_index", lambda: open_vector_store(self.settings, serving=self.serving))
 
     @property
     def cache(self):

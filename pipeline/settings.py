@@ -1,27 +1,61 @@
 """All configuration, read from environment variables in this one place.
 
-Defaults need nothing installed by hand: in-process inference, Qdrant local mode and a local MongoDB-protocol server,
-all under ``DATA_DIR``. Tests build a ``Settings`` directly (or with ``from_env(env)``) instead of patching globals.
+Defaults need nothing installed by hand: in-process inference, Qdrant Edge and a local MongoDB-protocol server, all
+under ``DATA_DIR``. Tests build a ``Settings`` directly (or with ``from_env(env)``) instead of patching globals. A value
+that cannot be used is a ``SettingsError`` naming the variable, never a traceback.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .errors import PipelineError
+
 DEFAULT_MODEL_SOURCE = "openai/clip-vit-base-patch32"
+VECTOR_STORAGES = ("ram", "disk", "int8")
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+class SettingsError(PipelineError):
+    """An environment variable holds a value the pipeline cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
     raw = env.get(name, "").strip()
-    return int(raw) if raw else default
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
+    if value < low:
+        raise SettingsError(f"{name}={value} is too small: use {low} or more.")
+    return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
     raw = env.get(name, "").strip()
-    return float(raw) if raw else default
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number.")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} is not one of {', '.join(choices)}.")
+    return raw
 
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:
@@ -42,6 +76,19 @@ def apply_process_defaults() -> None:
 
 
 @dataclass(frozen=True)
+class IndexTuning:
+    """How the collection is indexed and searched; chosen by ``bench/vector_scale.py`` (see bench/README.md); the
+    vector stores take it from ``Settings.index_tuning``."""
+
+    storage: str = "ram"  # "ram": float32 in RAM; "disk": float32 memory-mapped; "int8": int8 in RAM + float32 on disk
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_ef: int = 128
+    exact_below: int = 20_000  # products per segment under which no HNSW is built: brute force is as fast, and exact
+    oversampling: float = 2.0  # int8: candidates rescored with the float32 vectors, as a multiple of k
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     model_repository: Path = Path("model_repository")
@@ -52,6 +99,8 @@ class Settings:
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_collection: str = "products"
+    vector_storage: str = IndexTuning.storage
+    hnsw_ef: int = IndexTuning.hnsw_ef
     mongodb_uri: str | None = None
     mongo_timeout_ms: int = 3000
     cache_size_mb: int = 256
@@ -74,7 +123,9 @@ class Settings:
             triton_timeout_s=_float(env, "TRITON_TIMEOUT_S", 30.0),
             qdrant_url=_opt(env, "QDRANT_URL"),
             qdrant_api_key=_opt(env, "QDRANT_API_KEY"),
-            qdrant_collection=env.get("QDRANT_COLLECTION", "").strip() or "products",
+            qdrant_collection=_collection(env),
+            vector_storage=_choice(env, "VECTOR_STORAGE", IndexTuning.storage, VECTOR_STORAGES),
+            hnsw_ef=_int(env, "QDRANT_HNSW_EF", IndexTuning.hnsw_ef, low=1),
             mongodb_uri=_opt(env, "MONGODB_URI"),
             mongo_timeout_ms=_int(env, "MONGO_TIMEOUT_MS", 3000),
             cache_size_mb=_int(env, "CACHE_SIZE_MB", 256),
@@ -82,16 +133,26 @@ class Settings:
             max_image_mb=_float(env, "MAX_IMAGE_MB", 20.0),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
             ingest_batch_size=_int(env, "INGEST_BATCH_SIZE", 32),
-            match_threshold=float(env["MATCH_THRESHOLD"]) if env.get("MATCH_THRESHOLD", "").strip() else None,
-            similar_threshold=float(env["SIMILAR_THRESHOLD"]) if env.get("SIMILAR_THRESHOLD", "").strip() else None,
+            match_threshold=_float(env, "MATCH_THRESHOLD", None),
+            similar_threshold=_float(env, "SIMILAR_THRESHOLD", None),
         )
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)
 
     @property
-    def qdrant_path(self) -> Path:
+    def vectors_path(self) -> Path:
+        """One Qdrant Edge shard per collection below this folder."""
+        return self.data_dir / "vectors"
+
+    @property
+    def legacy_qdrant_path(self) -> Path:
+        """Where qdrant-client's local mode kept collections before Qdrant Edge (migrated on first open)."""
         return self.data_dir / "qdrant"
+
+    @property
+    def index_tuning(self) -> IndexTuning:
+        return replace(IndexTuning(), storage=self.vector_storage, hnsw_ef=self.hnsw_ef)
 
     @property
     def mongo_path(self) -> Path:
@@ -100,3 +161,12 @@ class Settings:
     @property
     def cache_path(self) -> Path:
         return self.data_dir / "cache"
+
+
+def _collection(env: Mapping[str, str]) -> str:
+    name = env.get("QDRANT_COLLECTION", "").strip() or "products"
+    if not COLLECTION_NAME.match(name):
+        raise SettingsError(
+            f"QDRANT_COLLECTION={name!r} is not a usable name: use up to 64 letters, digits, '-' or '_'."
+        )
+    return name

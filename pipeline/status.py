@@ -45,19 +45,21 @@ def collect(pipeline) -> dict:
         inference.update(ok=False, detail="no model")
     report["inference"] = inference
 
-    mode = f"server at {settings.qdrant_url}" if settings.qdrant_url else f"local mode at {settings.qdrant_path}"
-    ok, count = _probe(lambda: pipeline.index.count())
-    qdrant = {"mode": mode, "ok": ok}
+    ok, stats = _probe(lambda: pipeline.index.stats())
+    qdrant: dict = {"ok": ok}
     if ok:
-        meta = pipeline.index.metadata(refresh=True)
+        info = pipeline.index.info()
         qdrant.update(
-            products=count,
-            catalog_version=int(meta.get("catalog_version", 0)),
-            built_by=meta.get("model_name"),
-            model_matches=not meta or card is None or meta.get("model_identity") == card.identity,
+            stats,
+            mode=f"{stats['engine']} at {stats['where']}",
+            products=stats.get("points", 0),
+            catalog_version=info.catalog_version,
+            collection_id=info.collection_id,
+            built_by=info.model_name,
+            model_matches=not info.exists or card is None or info.model_identity == card.identity,
         )
     else:
-        qdrant["error"] = count
+        qdrant.update(mode="Qdrant server" if settings.qdrant_url else "Qdrant Edge", error=stats)
     report["qdrant"] = qdrant
 
     ok, count = _probe(lambda: pipeline.store.count())
@@ -69,6 +71,17 @@ def collect(pipeline) -> dict:
     report["mongo"] = mongo
     report["cache"] = {"path": str(settings.cache_path), "entries": len(pipeline.cache)}
     return report
+
+
+STORAGE_WORDS = {
+    "ram": "in RAM (float32)",
+    "disk": "on disk (float32, memory-mapped)",
+    "int8": "as int8 in RAM, float32 on disk",
+}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def _redact(uri: str) -> str:
@@ -91,12 +104,16 @@ def render(report: dict) -> str:
     lines.append(f"inference  {inf['backend']}: {'ok' if inf['ok'] else 'FAILED: ' + str(inf['detail'])}")
     q = report["qdrant"]
     if q["ok"]:
-        state = f"ok, {q['products']} products, catalogue version {q['catalog_version']}"
+        indexed = "HNSW-indexed" if q.get("hnsw") else "searched exactly (no HNSW index)"
+        state = f"ok, {q['products']} products, catalogue version {q['catalog_version']}, {indexed}"
+        if "disk_bytes" in q:
+            state += f", {_mib(q['disk_bytes'])} on disk, {_mib(q['mapped_resident_bytes'])} mapped in memory"
+        state += f", vectors stored {STORAGE_WORDS.get(q.get('storage'), q.get('storage'))}"
         if not q["model_matches"]:
             state += f", BUILT BY ANOTHER MODEL ({q['built_by']}): re-ingest with --reset"
     else:
         state = f"FAILED: {q['error']}"
-    lines.append(f"qdrant     {q['mode']}: {state}")
+    lines.append(f"vectors    {q['mode']}: {state}")
     m = report["mongo"]
     state = f"ok, {m['products']} products ({m['uri']})" if m["ok"] else f"FAILED: {m['error']}"
     lines.append(f"mongodb    {m['mode']}: {state}")

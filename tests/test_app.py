@@ -22,7 +22,7 @@ from app import handlers as h
 from app.config import AppConfig, ConfigError
 from pipeline.errors import InvalidInput
 from pipeline.matcher import Match, MatchResult
-from pipeline.vector_index import Filters
+from pipeline.vectors import Filters
 
 pytest.register_assert_rewrite("tests.app_fixtures")  # before the import below: it is also loaded as a plugin
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -60,10 +61,28 @@ def test_build_ingest_match_status(tmp_path, clip_folder, cli_env):
     assert "Match" in by_photo.stdout.splitlines()[0]
 
     status = run("status", env=cli_env)
+    assert "Qdrant Edge 0.9.0 at" in status.stdout and "searched exactly" in status.stdout
+    assert "MiB on disk" in status.stdout and "MiB mapped in memory" in status.stdout
     assert "10 products, catalogue version 1" in status.stdout and "in-process onnxruntime: ok" in status.stdout
     data = json.loads(run("status", "--json", env=cli_env).stdout)
     assert data["model"]["name"] == "tiny-clip" and data["mongo"]["products"] == 10
     assert not list((tmp_path / "data" / "mongo").glob("server.json")), "the local server was stopped on exit"
+
+
+def test_delete_and_sync_commands(cli_env, tmp_path):
+    rows = [json.loads(line) for line in shared("seed_sample", "catalog.jsonl").read_text().splitlines()]
+    shutil.copytree(shared("seed_sample", "images"), tmp_path / "images")
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text("\n".join(json.dumps(r) for r in rows))
+    run("ingest", str(catalog), env=cli_env)
+    deleted = run("delete", "1", "2", "nope", env=cli_env)
+    assert "deleted 2 products: 1, 2" in deleted.stdout and "not in the catalogue: nope" in deleted.stderr
+    assert run("delete", "nope", env=cli_env, check=False).returncode == 1
+    catalog.write_text("\n".join(json.dumps(r) for r in rows[:6]))
+    synced = json.loads(run("ingest", str(catalog), "--sync", "--json", env=cli_env).stdout)
+    assert (synced["added"], synced["deleted"], synced["unchanged"]) == (2, 4, 4)
+    status = json.loads(run("status", "--json", env=cli_env).stdout)
+    assert status["qdrant"]["products"] == 6 and status["mongo"]["products"] == 6
 
 
 def test_ingest_original_metadata_with_images_dir(cli_env, mongo_uri):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from pipeline import evaluate as ev
 from pipeline.model_repo import ModelCard
 from pipeline.service import Pipeline
-from pipeline.vector_index import Hit, VectorIndex
+from pipeline.vectors import Hit, VectorStore
 
 from .conftest import shared
 
@@ -58,15 +59,15 @@ def test_known_answers_and_check(isolated_settings, own_queries):
 
 
 def test_check_fails_on_a_shuffled_id_mapping(isolated_settings, own_queries, monkeypatch):
-    real_search = VectorIndex.search
+    real_search, real_text = VectorStore.search, VectorStore.search_text
 
-    def shuffled(self, vector, using, limit, filters=None):
-        hits = real_search(self, vector, using, limit, filters)
+    def shuffle(hits):
         ids = [h.product_id for h in hits]
         random.Random(0).shuffle(ids)
         return [Hit(pid, h.score, h.payload) for pid, h in zip(ids, hits, strict=True)]
 
-    monkeypatch.setattr(VectorIndex, "search", shuffled)
+    monkeypatch.setattr(VectorStore, "search", lambda self, *a, **k: shuffle(real_search(self, *a, **k)))
+    monkeypatch.setattr(VectorStore, "search_text", lambda self, *a, **k: shuffle(real_text(self, *a, **k)))
     with pytest.raises(ev.CheckFailed, match="disagrees with the brute-force reference"):
         ev.run(isolated_settings, shared("seed_sample", "catalog.jsonl"), own_queries, check=True, progress=False)
 
@@ -102,3 +103,17 @@ def test_calibrate_unit():
     thresholds = ev.calibrate(results)["image"]
     assert thresholds["match"] == 0.9  # precision 1.0 down to 0.9, 2/3 at 0.8
     assert thresholds["similar"] == 0.7  # 3/4 right at 0.7 >= 0.5
+
+
+def test_check_accepts_float_level_ties_and_nothing_else():
+    """The tie rule that failed on a 2,946-product catalogue: two products 1e-5 apart may come in either order (the
+    pipeline's scores are float32, rounded to 6 decimals); a real misordering or a wrong score still fails."""
+    q = ev.Query(1, "text", "x", {"b"})
+    ids = ["a", "b", "c", "d"]
+    scores = np.array([0.500010, 0.500000, 0.4, 0.3])
+    ref = ev.Reference(ids, scores, ev.Ranked(q, ["a", "b", "c"], [0.50001, 0.5, 0.4]))
+    assert ev.ranking_errors(ev.Ranked(q, ["a", "b", "c"], [0.50001, 0.5, 0.4]), ref) == []
+    assert ev.ranking_errors(ev.Ranked(q, ["b", "a", "c"], [0.5, 0.50001, 0.4]), ref) == []
+    assert ev.ranking_errors(ev.Ranked(q, ["a", "c", "b"], [0.50001, 0.4, 0.5]), ref)  # 0.1 apart: wrong order
+    assert ev.ranking_errors(ev.Ranked(q, ["a", "b", "d"], [0.50001, 0.5, 0.3]), ref)  # d is not in the top 3
+    assert ev.ranking_errors(ev.Ranked(q, ["c", "b", "a"], [0.50001, 0.5, 0.4]), ref)  # ids swapped under scores

@@ -12,7 +12,7 @@ from pipeline.errors import InvalidInput, ModelMismatch
 from pipeline.ingest import ingest
 from pipeline.mongo_server import LocalMongoServer
 from pipeline.service import Pipeline
-from pipeline.vector_index import Filters
+from pipeline.vectors import Filters
 
 from .conftest import shared
 
@@ -149,3 +149,76 @@ def test_mongo_stopped_while_matching(tmp_path, model_repo, caplog):
     finally:
         pipe.close()
         server.stop()
+
+
+def _catalogue_file(folder, rows, name="catalog.jsonl"):
+    """The rows as a catalogue in ``folder``, beside a copy of the seed photos (relative paths, as users write them)."""
+    import shutil
+
+    if not (folder / "images").is_dir():
+        shutil.copytree(shared("seed_sample", "images"), folder / "images")
+    path = folder / name
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_two_collections_never_share_cached_answers(settings):
+    """Same query, same result cache, same catalogue version (1) in both: the collection's own id keeps them apart,
+    whether the second collection is another QDRANT_COLLECTION or the same name after its folder was deleted."""
+    rows = _rows()
+    query = rows[0]["text"]
+    first = _catalogue_file(settings.data_dir / "cat", rows[:5], "a.jsonl")
+    second = _catalogue_file(settings.data_dir / "cat", rows[5:], "b.jsonl")
+    with Pipeline(settings) as pipe:
+        ingest(pipe, first, progress=False)
+        answer_a = pipe.matcher.match_text(query)
+        assert pipe.matcher.match_text(query).cache_hit and answer_a.catalog_version == 1
+    ids_b = {r["id"] for r in rows[5:]}
+    with Pipeline(settings.with_(qdrant_collection="other")) as pipe:
+        ingest(pipe, second, progress=False)
+        answer_b = pipe.matcher.match_text(query)
+        assert not answer_b.cache_hit and answer_b.catalog_version == 1
+        assert {m.id for m in answer_b.matches} == ids_b
+    import shutil
+
+    shutil.rmtree(settings.vectors_path / "products")
+    with Pipeline(settings) as pipe:
+        ingest(pipe, second, progress=False)
+        rebuilt = pipe.matcher.match_text(query)
+        assert not rebuilt.cache_hit and {m.id for m in rebuilt.matches} == ids_b
+
+
+def test_sync_and_delete_are_never_answered_again(pipeline, settings):
+    seeded = pipeline
+    rows = _rows()
+    ingest(seeded, _catalogue_file(settings.data_dir / "cat", rows, "all.jsonl"), progress=False)
+    query = rows[3]["text"]
+    before = seeded.matcher.match_text(query, top_k=10)
+    assert before.matches[0].id == rows[3]["id"] and seeded.matcher.match_text(query, top_k=10).cache_hit
+    kept = [r for r in rows if r["id"] != rows[3]["id"]]
+    report = ingest(seeded, _catalogue_file(settings.data_dir / "cat", kept, "kept.jsonl"), sync=True, progress=False)
+    assert (report.deleted, report.unchanged, report.added) == (1, 9, 0)
+    assert report.catalog_version > before.catalog_version
+    after = seeded.matcher.match_text(query, top_k=10)
+    assert not after.cache_hit and rows[3]["id"] not in {m.id for m in after.matches}
+    assert seeded.index.count() == 9 and seeded.store.count() == 9
+    photo = seeded.matcher.match_image(shared("seed_sample", rows[3]["image_path"]), top_k=10)
+    assert rows[3]["id"] not in {m.id for m in photo.matches}
+
+    from pipeline.ingest import delete_products
+
+    gone, unknown = delete_products(seeded, [rows[0]["id"], "no-such-id"])
+    assert (gone, unknown) == ([rows[0]["id"]], ["no-such-id"])
+    assert rows[0]["id"] not in {m.id for m in seeded.matcher.match_text(rows[0]["text"], top_k=10).matches}
+    assert seeded.store.get_many([rows[0]["id"]]) == {} and seeded.index.count() == 8
+    two = _catalogue_file(settings.data_dir / "cat", rows[:2], "two.jsonl")
+    report = ingest(seeded, two, reset=True, progress=False)
+    assert report.added == 2 and seeded.index.count() == 2 and seeded.store.count() == 2, "--reset empties MongoDB too"
+
+
+def test_filter_choices_are_the_index_facets_with_counts(seeded):
+    from app.handlers import filter_choices
+
+    categories, brands = filter_choices(seeded)
+    assert ("Apparel / Jackets (3)", "Apparel / Jackets") in categories
+    assert dict((v, label) for label, v in brands)["Sony"] == "Sony (4)"
