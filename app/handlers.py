@@ -16,8 +16,8 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import InvalidInput, PipelineError
-from pipeline.matcher import LEVEL_WORDS, Match, MatchResult
-from pipeline.vectors import Filters
+from pipeline.query.matcher import LEVEL_WORDS, Match, MatchResult
+from pipeline.storage.vectors import Filters
 
 log = logging.getLogger("app")
 

@@ -78,7 +78,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def model_repo(args: argparse.Namespace, precision: str = "fp32") -> Path:
     """The model repository to measure: ``--model-repo``, else a random-weight CLIP built once under ``--cache``.
 
-    ``--smoke`` builds the tiny CLIP; otherwise the real ViT-B/32 shape (``pipeline.random_clip``), ~1-2 min once.
+    ``--smoke`` builds the tiny CLIP; otherwise the real ViT-B/32 shape (``tests.support.random_clip``), ~1-2 min once.
     """
     if args.model_repo:
         return Path(args.model_repo).resolve()
@@ -87,8 +87,8 @@ def model_repo(args: argparse.Namespace, precision: str = "fp32") -> Path:
     repo = root / f"model_repository-{precision}"
     with _file_lock(root / ".lock"):
         if not _current(repo):
-            from pipeline.build_model import build_model
-            from pipeline.random_clip import save_random_clip
+            from pipeline.model_build.build_model import build_model
+            from tests.support.random_clip import save_random_clip
 
             clip = root / "clip"
             if not (clip / "config.json").is_file():

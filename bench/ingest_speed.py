@@ -3,8 +3,8 @@
 On a random-weight ViT-B/32 CLIP (the real shape) and the fashion catalogue (1,000 products with photos), in one
 process, interleaved round by round:
 
-- subject: ``pipeline.ingest.ingest(pipe, catalog)`` into a fresh temporary store (new data folder: its own MongoDB-
-  protocol server, Qdrant local mode on disk, cache), products/s;
+- subject: ``pipeline.ingestion.ingest.ingest(pipe, catalog)`` into a fresh temporary store (new data folder: its own
+  MongoDB-protocol server, Qdrant Edge on disk, cache), products/s;
 - baseline: the bare image tower, ``encoder.encode_pixels`` on the same photos already preprocessed, in batches of the
   ingest batch size (``INGEST_BATCH_SIZE``, 32), images/s -- target: ingest / baseline >= 0.8.
 
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
 from pipeline import model_repo as mr
-from pipeline.catalog_reader import read_catalog
-from pipeline.ingest import ingest
-from pipeline.preprocess import load_image
+from pipeline.ingestion.catalog_reader import read_catalog
+from pipeline.ingestion.ingest import ingest
+from pipeline.query.preprocess import load_image
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 

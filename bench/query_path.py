@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
 from pipeline import model_repo as mr
-from pipeline.preprocess import load_image
+from pipeline.query.preprocess import load_image
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
-from pipeline.vectors import IndexedProduct
+from pipeline.storage.vectors import IndexedProduct
 
 TARGETS = {"text": 1.25, "image": 1.15, "hit": 0.05}
 BLOCK = 3  # calls in a row per step and round; the round's sample is their median

@@ -40,14 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import _common as c
 from pipeline import model_repo as mr
 from pipeline.inference.ort_backend import OrtBackend
-from pipeline.preprocess import Preprocessor, load_image
-from pipeline.triton_repo import (
+from pipeline.model_build.triton_repo import (
     DEFAULT_QUEUE_DELAY_US,
     IDENTITY_PARAMETER,
     text_specs,
     visual_specs,
     write_triton_model,
 )
+from pipeline.query.preprocess import Preprocessor, load_image
 
 CONCURRENCY = (1, 4, 8)
 LATENCY_BLOCK = 5
@@ -118,7 +118,7 @@ def batch_stats(triton, model: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.inference.triton_backend import TritonBackend
-    from pipeline.triton_server import TritonNotInstalled, TritonServer
+    from pipeline.ops.triton_server import TritonNotInstalled, TritonServer
 
     p = c.parser(__doc__)
     p.add_argument("--seconds", type=float, default=None, help="length of each throughput measurement (default 4)")

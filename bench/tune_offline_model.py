@@ -1,6 +1,7 @@
 """Choose a, b and T of the offline model by measurement, and suggest its match thresholds.
 
-The offline image vector is [a * penultimate, b * ConSE_T] with a^2 + b^2 = 1 (see ``pipeline/offline_model.py``). This
+The offline image vector is [a * penultimate, b * ConSE_T] with a^2 + b^2 = 1 (see
+``pipeline/model_build/offline_model.py``). This
 script exports the real ONNX towers (one image tower per T, with a = b), embeds ../shared/data through them with the
 client's own tokenizer and image processor, and re-weights the two unit-norm halves for each a: that is exactly what the
 image tower exported with that a would output. It then scores, by brute-force numpy search:
@@ -32,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import offline_model as om
+from pipeline.model_build import offline_model as om
 from pipeline.model_repo import OUTPUT, TEXT_INPUTS, VISUAL_INPUT
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -331,7 +331,7 @@ class Child:
         started = time.perf_counter()
         engine = self.cfg["engine"]
         if engine == "qdrant-edge":  # the engine's modules loaded before the baseline RSS is read
-            import pipeline.vectors.edge  # noqa: F401
+            import pipeline.storage.vectors.edge  # noqa: F401
         elif engine == "qdrant-local":
             import qdrant_client  # noqa: F401
         self.save("imported", rss_start_mib=vm_mib("VmRSS"))
@@ -376,9 +376,9 @@ class Child:
     # -- qdrant-edge --------------------------------------------------------------------------------------------------
     def run_edge(self) -> None:
         from pipeline.model_repo import ModelCard
-        from pipeline.vectors.edge import EdgeVectorStore
-        from pipeline.vectors.store import IndexTuning
-        from pipeline.vectors.types import Filters, IndexedProduct
+        from pipeline.storage.vectors.edge import EdgeVectorStore
+        from pipeline.storage.vectors.store import IndexTuning
+        from pipeline.storage.vectors.types import Filters, IndexedProduct
 
         cfg = self.cfg
         tuning = dataclasses.replace(IndexTuning(), **cfg["tuning"])
@@ -761,8 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         }.items()
         if value is not None
     }
-    from pipeline.vectors.edge import edge_version
-    from pipeline.vectors.store import IndexTuning
+    from pipeline.storage.vectors.edge import edge_version
+    from pipeline.storage.vectors.store import IndexTuning
 
     edge_tuning = dataclasses.replace(IndexTuning(), **tuning)
     info = c.machine()

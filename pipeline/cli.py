@@ -12,13 +12,13 @@ import logging
 import sys
 from pathlib import Path
 
-from . import evaluate, triton_server
 from .errors import PipelineError
+from .ops import evaluate, triton_server
 from .settings import Settings
 
 
 def _build_model(args: argparse.Namespace, settings: Settings) -> int:
-    from .build_model import build_default_model, build_model
+    from .model_build.build_model import build_default_model, build_model
     from .model_repo import CARD_FILE, ModelCard
 
     out = Path(args.out or settings.model_repository)
@@ -38,7 +38,7 @@ def _build_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _filters(args: argparse.Namespace):
-    from .vectors import Filters
+    from .storage.vectors import Filters
 
     return Filters(
         categories=tuple(args.category or ()),
@@ -50,7 +50,7 @@ def _filters(args: argparse.Namespace):
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from .ingest import ingest
+    from .ingestion.ingest import ingest
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:
@@ -65,7 +65,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _delete(args: argparse.Namespace, settings: Settings) -> int:
-    from .ingest import delete_products
+    from .ingestion.ingest import delete_products
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:
@@ -80,7 +80,7 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from .matcher import LEVEL_WORDS
+    from .query.matcher import LEVEL_WORDS
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:
@@ -109,8 +109,8 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from .ops.status import collect, render
     from .service import Pipeline
-    from .status import collect, render
 
     with Pipeline(settings) as pipe:
         report = collect(pipe)

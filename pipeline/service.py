@@ -33,7 +33,7 @@ class Pipeline:
         def make() -> str:
             if self.settings.mongodb_uri:
                 return self.settings.mongodb_uri
-            from .mongo_server import LocalMongoServer
+            from .storage.mongo_server import LocalMongoServer
 
             self._mongo_server = LocalMongoServer(self.settings.mongo_path)
             return self._mongo_server.start()
@@ -46,19 +46,19 @@ class Pipeline:
 
     @property
     def mongo(self):
-        from .catalog_store import connect
+        from .storage.catalog_store import connect
 
         return self._once("_mongo", lambda: connect(self.mongo_uri, self.settings.mongo_timeout_ms))
 
     @property
     def store(self):
-        from .catalog_store import CatalogStore
+        from .storage.catalog_store import CatalogStore
 
         return self._once("_store", lambda: CatalogStore(self.mongo))
 
     @property
     def events(self):
-        from .event_log import EventLog
+        from .storage.event_log import EventLog
 
         def make():
             try:
@@ -71,19 +71,19 @@ class Pipeline:
 
     @property
     def index(self):
-        from .vectors import open_vector_store
+        from .storage.vectors import open_vector_store
 
         return self._once("_index", lambda: open_vector_store(self.settings, serving=self.serving))
 
     @property
     def cache(self):
-        from .result_cache import ResultCache
+        from .storage.result_cache import ResultCache
 
         return self._once("_cache", lambda: ResultCache(self.settings.cache_path, self.settings.cache_size_mb))
 
     @property
     def encoder(self):
-        from .encoder import load_encoder
+        from .query.encoder import load_encoder
 
         return self._once("_encoder", lambda: load_encoder(self.settings))
 
@@ -93,7 +93,7 @@ class Pipeline:
 
     @property
     def matcher(self):
-        from .matcher import Matcher
+        from .query.matcher import Matcher
 
         return self._once("_matcher", lambda: Matcher(self))
 

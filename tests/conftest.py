@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build_model import build_model
-from pipeline.catalog_store import PRODUCT_DB, connect
-from pipeline.event_log import LOG_DB
-from pipeline.mongo_server import LocalMongoServer
-from pipeline.random_clip import save_random_clip
+from pipeline.model_build.build_model import build_model
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
-from tests.triton_fixtures import tiny_repo, triton_server  # noqa: F401 - session fixtures shared by the test modules
+from pipeline.storage.catalog_store import PRODUCT_DB, connect
+from pipeline.storage.event_log import LOG_DB
+from pipeline.storage.mongo_server import LocalMongoServer
+from tests.support.random_clip import save_random_clip
+from tests.support.triton_fixtures import tiny_repo, triton_server  # noqa: F401 - session fixtures shared by the test modules
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED_DATA.is_dir():  # CI lays shared/ beside the clone

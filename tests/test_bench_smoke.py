@@ -20,7 +20,7 @@ NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess"}
 
 
 def _triton_missing() -> str | None:
-    from pipeline.triton_server import TritonNotInstalled, find_install
+    from pipeline.ops.triton_server import TritonNotInstalled, find_install
 
     try:
         find_install()

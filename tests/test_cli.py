@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline.catalog_store import PRODUCT_DB, connect
+from pipeline.storage.catalog_store import PRODUCT_DB, connect
 
 from .conftest import DEMO_CATALOG, REPO_ROOT, shared
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.mongo_server import free_port
-from tests.app_fixtures import launch
-from tests.triton_fixtures import require_triton
+from pipeline.storage.mongo_server import free_port
+from tests.support.app_fixtures import launch
+from tests.support.triton_fixtures import require_triton
 
 from .conftest import REPO_ROOT
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from pipeline.mongo_server import free_port
-from tests.app_fixtures import launch
+from pipeline.storage.mongo_server import free_port
+from tests.support.app_fixtures import launch
 
 from .conftest import REPO_ROOT
 

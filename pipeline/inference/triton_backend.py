@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import model_repo as mr
 from ..errors import BackendUnavailable, ModelMismatch, PipelineError
-from ..triton_repo import IDENTITY_PARAMETER, text_sequence_dim
+from ..model_build.triton_repo import IDENTITY_PARAMETER, text_sequence_dim
 
 if TYPE_CHECKING:
     from ..settings import Settings

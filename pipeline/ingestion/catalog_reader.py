@@ -1,0 +1,208 @@
+"""Read a catalogue file (JSON array, JSONL or CSV) and validate every row.
+
+A bad row is reported with its line number and reason and the rest go on: one typo must not block a catalogue of
+thousands. Image paths are resolved relative to the catalogue file and may not escape its folder, except that with
+``--images DIR`` an absolute or foreign path is looked up by file name under DIR (the original sample metadata.json
+holds absolute paths from another machine).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CatalogError
+
+SCHEMA = ("id", "SKU", "name", "brand", "category", "color", "price", "description", "text", "image_path")
+TEXT_FIELDS = ("name", "brand", "category", "color", "description")
+STRING_FIELDS = ("name", "brand", "category", "color", "SKU", "description", "text")
+
+
+@dataclass
+class Product:
+    line: int
+    id: str
+    fields: dict
+    image_file: Path
+    text: str
+    content_hash: str = ""
+
+
+@dataclass
+class BadRow:
+    line: int
+    reason: str
+    product_id: str | None = None
+
+    def __str__(self) -> str:
+        who = f" (id {self.product_id})" if self.product_id else ""
+        return f"line {self.line}{who}: {self.reason}"
+
+
+@dataclass
+class CatalogRows:
+    products: list[Product] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+    total: int = 0
+
+
+def _raw_rows(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed row or an error string) for every record in the file."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CatalogError(f"Cannot read the catalogue {path}: {err}") from err
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        for row in reader:
+            yield reader.line_num, {k: (v if v != "" else None) for k, v in row.items() if k is not None}
+        return
+    if suffix == ".json" or text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CatalogError(f"{path.name} is not valid JSON (line {err.lineno}: {err.msg}).") from err
+        if isinstance(data, dict):
+            data = data.get("products", [data])
+        if not isinstance(data, list):
+            raise CatalogError(f"{path.name} must hold a JSON array of products.")
+        # Line numbers of a pretty-printed array: point at each object's opening brace.
+        starts = _object_lines(text, len(data))
+        for i, row in enumerate(data):
+            yield starts[i] if i < len(starts) else i + 1, row
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            yield number, f"not valid JSON ({err.msg})"
+
+
+def _object_lines(text: str, count: int) -> list[int]:
+    lines, depth, line = [], 0, 1
+    in_string = escaped = False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_string:
+            escaped = (ch == "\\") and not escaped
+            if ch == '"' and not escaped:
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if ch == "{" and depth == 2:
+                lines.append(line)
+        elif ch in "]}":
+            depth -= 1
+    return lines[:count]
+
+
+def product_text(fields: dict) -> str:
+    """The text that is embedded: the ``text`` field when present, else composed from the descriptive fields."""
+    given = fields.get("text")
+    if isinstance(given, str) and given.strip():
+        return " ".join(given.split())
+    parts = [str(fields[k]).strip() for k in TEXT_FIELDS if fields.get(k) not in (None, "")]
+    return " ".join(" ".join(parts).split())
+
+
+def _price(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip().lstrip("$€£").replace(",", ""))
+    else:
+        raise ValueError
+    if not math.isfinite(number) or number < 0:
+        raise ValueError
+    return number
+
+
+def resolve_image(image_path: str, root: Path, images_dir: Path | None) -> Path:
+    """Where the photo is; raises ValueError with the reason when it may not or cannot be used."""
+    given = Path(str(image_path).replace("\\", "/"))
+    root = root.resolve()
+    if not given.is_absolute():
+        candidate = (root / given).resolve()
+        if candidate.is_relative_to(root) and candidate.is_file():
+            return candidate
+        if not candidate.is_relative_to(root) and images_dir is None:
+            raise ValueError(f"image path {image_path} points outside the catalogue folder")
+    if images_dir is not None:
+        candidate = (images_dir / given.name).resolve()
+        if candidate.is_file():
+            return candidate
+        raise ValueError(f"image {given.name} not found under {images_dir}")
+    if given.is_absolute():
+        raise ValueError(f"image path {image_path} is absolute; pass --images DIR to look it up by file name")
+    raise ValueError(f"image {image_path} not found")
+
+
+def _validate(line: int, row: object, seen: dict[str, int], root: Path, images_dir: Path | None) -> Product | BadRow:
+    if isinstance(row, str):
+        return BadRow(line, row)
+    if not isinstance(row, dict):
+        return BadRow(line, "not a JSON object")
+    raw_id = row.get("id")
+    if raw_id is None or isinstance(raw_id, (bool, dict, list)) or not str(raw_id).strip():
+        return BadRow(line, "missing id")
+    product_id = str(raw_id).strip()
+    if product_id in seen:
+        return BadRow(line, f"duplicate id (first seen on line {seen[product_id]})", product_id)
+    seen[product_id] = line
+    fields = dict(row)
+    fields["id"] = product_id
+    try:
+        fields["price"] = _price(row.get("price"))
+    except (ValueError, TypeError):
+        return BadRow(line, f"price {row.get('price')!r} is not a number", product_id)
+    for name in STRING_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            fields[name] = str(value)
+        elif value is not None and not isinstance(value, str):
+            return BadRow(line, f"{name} must be text", product_id)
+    if not fields.get("name") and not fields.get("text"):
+        return BadRow(line, "missing name", product_id)
+    if not fields.get("image_path"):
+        return BadRow(line, "missing image_path", product_id)
+    try:
+        image_file = resolve_image(fields["image_path"], root, images_dir)
+    except ValueError as err:
+        return BadRow(line, str(err), product_id)
+    fields["image_file"] = str(image_file)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    digest.update(image_file.read_bytes())
+    return Product(line, product_id, fields, image_file, product_text(fields), digest.hexdigest()[:32])
+
+
+def read_catalog(path: Path, images_dir: Path | None = None) -> CatalogRows:
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"The catalogue file {path} does not exist.")
+    images_dir = Path(images_dir).resolve() if images_dir else None
+    result = CatalogRows()
+    seen: dict[str, int] = {}
+    for line, row in _raw_rows(path):
+        result.total += 1
+        checked = _validate(line, row, seen, path.parent, images_dir)
+        if isinstance(checked, BadRow):
+            result.bad.append(checked)
+        else:
+            result.products.append(checked)
+    return result

@@ -1,0 +1,208 @@
+"""``ingest``: catalogue file -> validated rows -> photos decoded ahead of inference -> embeddings -> MongoDB + Qdrant.
+
+Stages, each in its own place: ``catalog_reader`` validates, a small thread pool decodes and preprocesses the next batch
+of photos while the current one is embedded, and a writer thread stores one batch (products in MongoDB before their
+vectors in Qdrant) while the next is embedded: database round trips and fsyncs wait on I/O, not on the cores the
+models need. The vectors carry the content hash, so a crash between the two writes is repaired by the next run.
+Unchanged rows are skipped by content hash: the same file twice changes nothing and does not bump the catalogue
+version. Every change runs inside ``index.changing()`` (answers computed meanwhile are not cached; the version is bumped
+at the end, even after a failure), and the index is optimised once at the end, never per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import PipelineError
+from ..progress import counter
+from ..query.preprocess import load_image
+from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
+from .catalog_reader import BadRow, Product, read_catalog
+
+
+@dataclass
+class IngestReport:
+    catalog: str
+    rows: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    bad: list[BadRow] = field(default_factory=list)
+    catalog_version: int = 0
+    seconds: float = 0.0
+    optimize_seconds: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return self.added + self.updated + self.deleted
+
+    def summary(self) -> str:
+        done = self.added + self.updated
+        rate = done / self.seconds if self.seconds and done else 0.0
+        lines = [
+            f"{self.catalog}: {self.rows} rows, {self.added} added, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.deleted} deleted, "
+            f"{len(self.bad)} bad; catalogue version {self.catalog_version}; {self.seconds:.1f} s"
+            + (f" ({rate:.1f} products/s)" if rate else "")
+        ]
+        lines += [f"  bad row {bad}" for bad in self.bad]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "catalog": self.catalog,
+            "rows": self.rows,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "bad": [{"line": b.line, "id": b.product_id, "reason": b.reason} for b in self.bad],
+            "catalog_version": self.catalog_version,
+            "seconds": round(self.seconds, 3),
+            "optimize_seconds": round(self.optimize_seconds, 3),
+        }
+
+
+def _batches(items: list[Product], size: int) -> Iterator[list[Product]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _decode(pipeline, batch: list[Product]) -> tuple[list[Product], np.ndarray | None, list[BadRow]]:
+    """Runs in a worker thread: decode and preprocess one batch of photos (PIL releases the GIL while it decodes)."""
+    settings = pipeline.settings
+    good, images, bad = [], [], []
+    for product in batch:
+        try:
+            images.append(load_image(product.image_file, int(settings.max_image_mb * 2**20), settings.max_image_pixels))
+            good.append(product)
+        except PipelineError as err:
+            bad.append(BadRow(product.line, f"image {product.image_file.name}: {err}", product.id))
+    pixels = pipeline.encoder.preprocessor.pixels(images) if images else None
+    return good, pixels, bad
+
+
+def ingest(
+    pipeline,
+    catalog: Path,
+    images_dir: Path | None = None,
+    reset: bool = False,
+    sync: bool = False,
+    progress: bool = True,
+) -> IngestReport:
+    """Add and update the catalogue's products; ``sync``: also delete the products the file no longer has;
+    ``reset``: start from an empty catalogue (vectors and MongoDB products)."""
+    started = time.perf_counter()
+    rows = read_catalog(Path(catalog), images_dir)
+    report = IngestReport(str(catalog), rows=rows.total, bad=list(rows.bad))
+    encoder = pipeline.encoder
+    index = pipeline.index
+    index.ensure(encoder.card, reset=reset)
+    if reset:
+        pipeline.store.clear()
+        pipeline.cache.clear()
+
+    ids = [p.id for p in rows.products]
+    known = index.content_hashes(ids)
+    todo = [p for p in rows.products if known.get(p.id) != p.content_hash]
+    report.unchanged = len(rows.products) - len(todo)
+    # A row that is bad this time keeps its product (it may be a passing problem, a photo not yet uploaded): sync
+    # deletes only what the file no longer names at all.
+    named = set(ids) | {b.product_id for b in rows.bad if b.product_id}
+    stale = sorted((set(index.product_ids()) | set(pipeline.store.ids())) - named) if sync else []
+    if todo or stale:
+        with index.changing():
+            _embed_and_write(pipeline, todo, known, report, progress)
+            if stale:
+                pipeline.store.delete_many(stale)
+                report.deleted = index.delete(stale)
+        report.optimize_seconds = index.optimize()["seconds"]
+    report.bad.sort(key=lambda b: b.line)
+    report.catalog_version = index.version()
+    report.seconds = time.perf_counter() - started
+    pipeline.events.write(
+        "ingest",
+        catalog=str(catalog),
+        rows=report.rows,
+        added=report.added,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        deleted=report.deleted,
+        bad=len(report.bad),
+        catalog_version=report.catalog_version,
+        seconds=round(report.seconds, 3),
+    )
+    return report
+
+
+def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Remove products from MongoDB and the index; returns (deleted ids, ids that were not in the catalogue)."""
+    ids = sorted(set(product_ids))
+    index = pipeline.index
+    present = set(index.content_hashes(ids)) if ids else set()
+    in_store = set(pipeline.store.get_many(ids)) if ids else set()
+    gone = sorted(present | in_store)
+    if gone:
+        with index.changing():
+            pipeline.store.delete_many(gone)
+            index.delete(gone)
+        pipeline.events.write("delete", product_ids=gone, catalog_version=index.version())
+    return gone, [p for p in ids if p not in present and p not in in_store]
+
+
+def _embed_and_write(pipeline, todo: list[Product], known: dict[str, str], report: IngestReport, progress: bool):
+    encoder = pipeline.encoder
+    batch_size = max(1, pipeline.settings.ingest_batch_size)
+    batches = list(_batches(todo, batch_size))
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
+    ):
+        pending: list[Future] = [pool.submit(_decode, pipeline, b) for b in batches[:2]]
+        next_batch = 2
+        writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
+        ticker = counter(len(todo), "ingest", "product", enabled=progress)
+        while pending:
+            good, pixels, bad = pending.pop(0).result()
+            if next_batch < len(batches):
+                pending.append(pool.submit(_decode, pipeline, batches[next_batch]))
+                next_batch += 1
+            report.bad.extend(bad)
+            if good:
+                image_vecs = encoder.encode_pixels(pixels)
+                text_vecs = encoder.encode_texts([p.text for p in good])
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(_write, pipeline, good, image_vecs, text_vecs)
+                for p in good:
+                    if p.id in known:
+                        report.updated += 1
+                    else:
+                        report.added += 1
+            ticker.update(len(good) + len(bad))
+        if writing is not None:
+            writing.result()
+        ticker.close()
+
+
+def _write(pipeline, products: list[Product], image_vecs: np.ndarray, text_vecs: np.ndarray) -> None:
+    docs = [{**p.fields, "embedded_text": p.text} for p in products]
+    pipeline.store.upsert_many(docs)
+    pipeline.index.upsert(
+        [
+            IndexedProduct(
+                p.id,
+                image_vecs[i],
+                text_vecs[i],
+                {**{k: p.fields.get(k) for k in PAYLOAD_FIELDS}, "content_hash": p.content_hash},
+            )
+            for i, p in enumerate(products)
+        ]
+    )

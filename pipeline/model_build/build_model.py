@@ -1,0 +1,262 @@
+"""``build-model``: turn a CLIP checkpoint (or the offline model) into a Triton model repository.
+
+Writes ``clip_text`` and ``clip_visual`` (ONNX + Triton config), the client-side tokenizer and image-processor files,
+and the model card. Everything is built in a staging folder and moved into place only after the ONNX files were checked
+against the torch network, so a failed build never leaves a half-written repository behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import model_repo as mr
+from ..errors import ModelNotFound, PipelineError
+from ..progress import step
+from ..settings import DEFAULT_MODEL_SOURCE
+from .triton_repo import write_clip_models
+
+PRECISIONS = ("fp32", "fp16", "int8")
+OPSET = 18
+PARITY_ATOL = 1e-4
+
+
+class ExportMismatch(PipelineError):
+    """The ONNX graph does not reproduce the torch network."""
+
+
+def _load_clip(source: str, revision: str | None):
+    """Load model + tokenizer + processor from a local folder or a hub id; one clear sentence when that fails."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    local = Path(source).expanduser()
+    is_local = local.is_dir()
+    if not is_local and (source.startswith((".", "/", "~")) or local.suffix):
+        raise ModelNotFound(f"The model folder {source} does not exist.")
+    where = str(local if is_local else source)
+    kwargs = {} if is_local else {"revision": revision or "main"}
+    try:
+        model = CLIPModel.from_pretrained(where, **kwargs).eval()
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        processor = CLIPImageProcessor.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as err:
+        if is_local:
+            raise ModelNotFound(
+                f"{source} is not a CLIP checkpoint saved with save_pretrained (config, weights, tokenizer and "
+                f"preprocessor files): {str(err).splitlines()[0]}"
+            ) from err
+        raise ModelNotFound(
+            f"Could not download '{source}' from the Hugging Face hub (no connection to the hub from here). "
+            "Use a local CLIP folder saved with save_pretrained (--source /path/to/clip), "
+            "or the packaged offline model (--source offline)."
+        ) from err
+    if is_local:
+        digest = hashlib.sha256()
+        for weights in sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"}):
+            digest.update(mr.sha256_file(weights).encode())
+        rev = "local-" + digest.hexdigest()[:12]
+    else:
+        rev = getattr(model.config, "_commit_hash", None) or revision or "main"
+    return model, tokenizer, processor, rev
+
+
+def _towers(model):
+    import torch
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text_model = model.text_model
+            self.proj = model.text_projection
+
+        def forward(self, input_ids, attention_mask):
+            pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            emb = self.proj(pooled)
+            return emb / emb.norm(dim=-1, keepdim=True)
+
+    class VisualTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vision_model = model.vision_model
+            self.proj = model.visual_projection
+
+        def forward(self, pixel_values):
+            emb = self.proj(self.vision_model(pixel_values=pixel_values).pooler_output)
+            return emb / emb.norm(dim=-1, keepdim=True)
+
+    return TextTower().eval(), VisualTower().eval()
+
+
+def _sample_inputs(tokenizer, length: int, size: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    texts = ["men's black puffer jacket", "a red coffee mug", "wireless noise cancelling headphones, over-ear"]
+    tok = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="np")
+    rng = np.random.default_rng(seed)
+    pixels = rng.standard_normal((3, 3, size, size)).astype(np.float32)
+    return {k: tok[k].astype(np.int64) for k in mr.TEXT_INPUTS}, pixels
+
+
+def _check_inputs(stage: Path, fields: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(mr.tokenizer_dir(stage)))
+    return _sample_inputs(tokenizer, int(fields["text_max_length"]), int(fields["image_size"]))
+
+
+def _export_clip(model, tokenizer, text_path: Path, visual_path: Path, length: int, size: int) -> None:
+    import torch
+
+    text_tower, visual_tower = _towers(model)
+    text_in, pixels = _sample_inputs(tokenizer, length, size)
+    text_path.parent.mkdir(parents=True, exist_ok=True)
+    visual_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is the one that reproduces CLIP exactly here; its tracer warnings are expected.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            text_tower,
+            (torch.from_numpy(text_in["input_ids"]), torch.from_numpy(text_in["attention_mask"])),
+            str(text_path),
+            input_names=list(mr.TEXT_INPUTS),
+            output_names=[mr.OUTPUT],
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in mr.TEXT_INPUTS}, mr.OUTPUT: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            visual_tower,
+            (torch.from_numpy(pixels),),
+            str(visual_path),
+            input_names=[mr.VISUAL_INPUT],
+            output_names=[mr.OUTPUT],
+            dynamic_axes={mr.VISUAL_INPUT: {0: "batch"}, mr.OUTPUT: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        text_ref = text_tower(*(torch.from_numpy(text_in[k]) for k in mr.TEXT_INPUTS)).numpy()
+        visual_ref = visual_tower(torch.from_numpy(pixels)).numpy()
+    check_parity(text_path, text_in, text_ref, "text")
+    # The client pads short batches to a few tokens, not to the full length: that must give the very same vectors.
+    check_parity(text_path, shortest_padding(text_in), text_ref, "text (short padding)")
+    check_parity(visual_path, {mr.VISUAL_INPUT: pixels}, visual_ref, "image")
+
+
+def shortest_padding(text_in: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same token batch cut to its longest row (right padding): what a dynamic sequence axis must agree with."""
+    width = int(text_in["attention_mask"].sum(axis=1).max())
+    return {name: np.ascontiguousarray(array[:, :width]) for name, array in text_in.items()}
+
+
+def _run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([mr.OUTPUT], inputs)[0]
+
+
+def check_parity(path: Path, inputs: dict[str, np.ndarray], reference: np.ndarray, what: str) -> float:
+    """Run the exported graph and fail loudly when it does not reproduce ``reference``."""
+    got = _run_onnx(path, inputs)
+    diff = float(np.max(np.abs(got - reference))) if got.shape == reference.shape else float("inf")
+    if not diff <= PARITY_ATOL:
+        raise ExportMismatch(
+            f"The exported {what} tower differs from the torch network (max abs difference {diff:.2e} > "
+            f"{PARITY_ATOL:.0e}); the ONNX file was not installed."
+        )
+    return diff
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Swap the freshly built parts into ``out``, leaving anything else there (a README, say) alone."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (mr.TEXT_MODEL, mr.VISUAL_MODEL, mr.CARD_FILE):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        shutil.move(str(stage / name), str(target))
+
+
+def build_default_model(out: Path, **options) -> mr.ModelCard:
+    """No source named: CLIP from the hub; when the hub cannot be reached, the packaged offline model, said once."""
+    try:
+        return build_model(DEFAULT_MODEL_SOURCE, out, **options)
+    except ModelNotFound as hub_error:
+        try:
+            from .offline_model import sources
+
+            sources()  # raises ModelNotFound when a package of the offline model is missing
+        except (ImportError, ModelNotFound):
+            raise hub_error from None
+        step(
+            f"{DEFAULT_MODEL_SOURCE} cannot be downloaded here; building the packaged offline model instead "
+            "(category-level, not CLIP). Set MODEL_SOURCE to choose another."
+        )
+        return build_model("offline", out, **options)
+
+
+def build_model(
+    source: str = DEFAULT_MODEL_SOURCE,
+    out: Path = Path("model_repository"),
+    precision: str = "fp32",
+    revision: str | None = None,
+    triton_backend: str = "python",
+    max_batch_size: int = 64,
+) -> mr.ModelCard:
+    if precision not in PRECISIONS:
+        raise PipelineError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    out = Path(out)
+    stage = out.parent / f".{out.name}.staging"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    try:
+        text_path = mr.onnx_path(stage, mr.TEXT_MODEL)
+        visual_path = mr.onnx_path(stage, mr.VISUAL_MODEL)
+        if source == "offline":
+            from .offline_model import export_offline
+
+            step("building the offline model from packaged weights")
+            fields = export_offline(text_path, visual_path, mr.tokenizer_dir(stage), mr.processor_dir(stage), step)
+        else:
+            step(f"loading CLIP from {source}")
+            model, tokenizer, processor, rev = _load_clip(source, revision)
+            length = int(model.config.text_config.max_position_embeddings)
+            size = int(model.config.vision_config.image_size)
+            step("exporting the text and image towers to ONNX and checking them against torch")
+            _export_clip(model, tokenizer, text_path, visual_path, length, size)
+            tokenizer.model_max_length = length
+            tokenizer.save_pretrained(mr.tokenizer_dir(stage))
+            processor.save_pretrained(mr.processor_dir(stage))
+            fields = {
+                "name": Path(source).name if Path(source).is_dir() else source.rstrip("/").split("/")[-1],
+                "kind": "clip",
+                "source": source,
+                "revision": rev,
+                "embedding_dim": int(model.config.projection_dim),
+                "text_max_length": length,
+                "text_dynamic_length": True,
+                "image_size": size,
+            }
+        if precision != "fp32":
+            from .quantize import quantize_tower
+
+            step(f"converting both towers to {precision} and checking them against fp32")
+            text_in, pixels = _check_inputs(stage, fields)
+            quantize_tower(text_path, precision, text_in)
+            quantize_tower(visual_path, precision, {mr.VISUAL_INPUT: pixels})
+        fields["precision"] = precision
+        fields["sha256"] = {m: mr.sha256_file(mr.onnx_path(stage, m)) for m in (mr.TEXT_MODEL, mr.VISUAL_MODEL)}
+        card = mr.ModelCard(**fields)
+        step(f"writing Triton configs ({triton_backend} backend)")
+        write_clip_models(stage, card, backend=triton_backend, max_batch_size=max_batch_size)
+        card.save(stage)
+        _install(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    step(f"model {card.label} written to {out} (identity {card.identity}, {card.embedding_dim}-d)")
+    return card

@@ -1,0 +1,253 @@
+"""One query, from text or photo to ranked products with metadata, a score and a match level.
+
+The path: validate -> embedding (cached by the raw query) -> results (cached by the embedding and everything that
+changes the answer) -> Qdrant -> MongoDB in one round trip. Every query and every error is written to the event log
+once, here; nothing below re-logs. When MongoDB is down the products are built from what the index holds, and the result
+says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable, InvalidInput, PipelineError
+from ..storage.vectors.types import Filters
+from .preprocess import ImageSource, clean_text, load_image
+
+LEVEL_WORDS = {"match": "Match", "similar": "Similar product", "none": "No close match"}
+
+
+@dataclass
+class Match:
+    id: str
+    name: str
+    brand: str | None
+    category: str | None
+    price: float | None
+    score: float
+    level: str
+    image: str | None
+    metadata: dict = field(default_factory=dict)
+
+    def to_json(self, with_metadata: bool = False) -> dict:
+        data = asdict(self)
+        if not with_metadata:
+            data.pop("metadata")
+        return data
+
+
+@dataclass
+class MatchResult:
+    kind: str
+    matches: list[Match]
+    cache_hit: bool
+    timings_ms: dict[str, float]
+    catalog_version: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def best_level(self) -> str:
+        levels = {m.level for m in self.matches}
+        return "match" if "match" in levels else "similar" if "similar" in levels else "none"
+
+    def to_json(self, with_metadata: bool = False) -> dict:
+        return {
+            "kind": self.kind,
+            "matches": [m.to_json(with_metadata) for m in self.matches],
+            "best_level": self.best_level,
+            "cache_hit": self.cache_hit,
+            "timings_ms": self.timings_ms,
+            "catalog_version": self.catalog_version,
+            "warnings": self.warnings,
+        }
+
+
+class Matcher:
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.settings = pipeline.settings
+
+    # -- public API ----------------------------------------------------------------------------------------------------
+    def match_text(self, text: str | None, top_k: int = 10, filters: Filters | None = None) -> MatchResult:
+        def embed() -> tuple[bytes, callable]:
+            cleaned = clean_text(text, self.settings.max_text_chars)
+            return cleaned.encode(), lambda: self.pipeline.encoder.encode_texts([cleaned])[0]
+
+        return self._run("text", embed, top_k, filters, {"text_chars": len(text or "")})
+
+    def match_image(self, image: ImageSource | None, top_k: int = 10, filters: Filters | None = None) -> MatchResult:
+        def embed() -> tuple[bytes, callable]:
+            if image is None or (isinstance(image, (bytes, str)) and not image):
+                raise InvalidInput("Please upload a photo of the product you are looking for.")
+            source = image
+            if isinstance(image, (str, Path)):
+                path = Path(image)
+                if not path.is_file():
+                    raise InvalidInput(f"The image {path.name} does not exist.")
+                if path.stat().st_size > self.settings.max_image_mb * 2**20:
+                    raise InvalidInput(
+                        f"The image is larger than {self.settings.max_image_mb:g} MB; please use a smaller photo."
+                    )
+                source = path.read_bytes()
+            limits = (int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
+            if isinstance(source, bytes):
+                if len(source) > limits[0]:
+                    raise InvalidInput(
+                        f"The image is larger than {self.settings.max_image_mb:g} MB; please use a smaller photo."
+                    )
+                # The cache key is the file's bytes: a repeated photo is answered without decoding it again.
+                return source, lambda: self.pipeline.encoder.encode_images([load_image(source, *limits)])[0]
+            decoded = load_image(source, *limits)  # an in-memory picture, keyed by its pixels
+            raw = decoded.tobytes() + repr(decoded.size).encode()
+            return raw, lambda: self.pipeline.encoder.encode_images([decoded])[0]
+
+        return self._run("image", embed, top_k, filters, {})
+
+    # -- the one query path --------------------------------------------------------------------------------------------
+    def _run(self, kind: str, prepare, top_k: int, filters: Filters | None, log_fields: dict) -> MatchResult:
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = round((now - clock) * 1000, 3)
+            clock = now
+
+        started = clock
+        filters = filters or Filters()
+        try:
+            top_k = _check_top_k(top_k)
+            raw, compute = prepare()
+            lap("validate")
+            result = self._answer(kind, raw, compute, top_k, filters, lap)
+        except PipelineError as err:
+            self.pipeline.events.write(
+                "error",
+                query_kind=kind,
+                error=str(err),
+                error_type=type(err).__name__,
+                timings_ms=timings,
+                **log_fields,
+            )
+            raise
+        except Exception as err:
+            self.pipeline.events.write(
+                "error",
+                query_kind=kind,
+                error=f"{type(err).__name__}: {err}",
+                error_type="internal",
+                timings_ms=timings,
+                **log_fields,
+            )
+            raise
+        result.timings_ms = {**timings, "total": round((time.perf_counter() - started) * 1000, 3)}
+        self.pipeline.events.write(
+            "match",
+            query_kind=kind,
+            top_k=top_k,
+            filters=list(filters.key()),
+            cache_hit=result.cache_hit,
+            timings_ms=result.timings_ms,
+            result_ids=[m.id for m in result.matches],
+            best_level=result.best_level,
+            catalog_version=result.catalog_version,
+            warnings=result.warnings,
+            **log_fields,
+        )
+        return result
+
+    def _answer(self, kind: str, raw: bytes, compute, top_k: int, filters: Filters, lap) -> MatchResult:
+        pipe = self.pipeline
+        card = pipe.card
+        cache = pipe.cache
+        qkey = cache.query_key(card.identity, kind, hashlib.sha256(raw).digest())
+        embedding = cache.get(qkey)
+        if embedding is None:
+            embedding = np.asarray(compute(), dtype=np.float32)
+            cache.set(qkey, embedding)
+        lap("embed")
+        index = pipe.index
+        index.check_model(card)
+        collection = index.info()
+        version = collection.catalog_version
+        # The collection's own id is in the key: another collection at the same version never shares answers.
+        rkey = cache.result_key(
+            card.identity,
+            embedding,
+            kind=kind,
+            collection=collection.collection_id,
+            version=version,
+            k=top_k,
+            filters=filters.key(),
+            w=card.text_weight,
+        )
+        cached = cache.get(rkey)
+        lap("cache")
+        warnings: list[str] = []
+        if cached is not None:
+            rows = cached
+        else:
+            if kind == "text":
+                hits = index.search_text(embedding, card.text_weight, top_k, filters)
+            else:
+                hits = index.search(embedding, "image", top_k, filters)
+            lap("search")
+            try:
+                docs = pipe.store.get_many([h.product_id for h in hits])
+            except BackendUnavailable as err:
+                docs = None
+                warnings.append(f"Product details are unavailable right now ({err}); showing what the index holds.")
+            lap("metadata")
+            rows = [(h.product_id, h.score, (docs or {}).get(h.product_id) or h.payload) for h in hits]
+            # Not cached while the catalogue is being changed: the next version would not reach it anyway, and the
+            # answer may mix old and new products.
+            if docs is not None and not collection.writing:
+                cache.set(rkey, rows)
+        match_t, similar_t = self._thresholds(kind)
+        matches = [_to_match(pid, score, doc, match_t, similar_t) for pid, score, doc in rows]
+        return MatchResult(kind, matches, cached is not None, {}, version, warnings)
+
+    def _thresholds(self, kind: str) -> tuple[float, float]:
+        match_t, similar_t = self.pipeline.card.threshold(kind)
+        if self.settings.match_threshold is not None:
+            match_t = self.settings.match_threshold
+        if self.settings.similar_threshold is not None:
+            similar_t = self.settings.similar_threshold
+        return match_t, similar_t
+
+
+def _check_top_k(top_k: object) -> int:
+    try:
+        k = int(top_k)
+    except (TypeError, ValueError) as err:
+        raise InvalidInput("The number of results must be a whole number.") from err
+    if not 1 <= k <= 100:
+        raise InvalidInput("Ask for between 1 and 100 results.")
+    return k
+
+
+def level_for(score: float, match_t: float, similar_t: float) -> str:
+    """Thresholds are short decimals; float32 scores a hair below them (0.99999994 for 1.0) still reach them."""
+    score += 1e-6
+    return "match" if score >= match_t else "similar" if score >= similar_t else "none"
+
+
+def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_t: float) -> Match:
+    metadata = {k: v for k, v in doc.items() if k not in ("content_hash", "product_id")}
+    return Match(
+        id=product_id,
+        name=str(doc.get("name") or doc.get("text") or product_id),
+        brand=doc.get("brand"),
+        category=doc.get("category"),
+        price=doc.get("price"),
+        score=round(float(score), 6),
+        level=level_for(score, match_t, similar_t),
+        image=doc.get("image_file"),
+        metadata=metadata,
+    )

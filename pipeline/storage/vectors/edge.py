@@ -1,0 +1,403 @@
+"""The embedded vector store: Qdrant Edge (``qdrant-edge-py``), Qdrant's own engine in this process, one shard per
+collection under ``DATA_DIR/vectors/<collection>/``.
+
+Edge has no collection metadata, so the collection's identity, model and catalogue version live in
+``collection.json`` beside the shard, written atomically. Only one process may open a shard (Edge locks its
+write-ahead log); the sentence for that case names the alternatives.
+
+Edge's calls hold the GIL, and ``optimize()`` (the HNSW build) takes tens of seconds on a large catalogue, during which
+no other thread of the process runs. A serving app therefore optimises a copy of the shard in a child process and swaps
+it in when it is done (queries wait only for the swap, well under a second); writes wait for the whole optimisation.
+A command-line ingest optimises in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BackendUnavailable, PipelineError
+from ...model_repo import ModelCard
+from .store import IndexTuning, VectorStore
+from .types import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    VECTOR_NAMES,
+    CollectionInfo,
+    Filters,
+    Hit,
+    IndexedProduct,
+    point_id,
+)
+
+log = logging.getLogger("pipeline.storage.vectors")
+INFO_FILE = "collection.json"
+SHARD = "shard"
+IN_USE = (
+    "The vector index in {path} is open in another process (the app, or another ingest). Change the catalogue "
+    "through that app instead (its Catalogue tab or its /ingest API), stop that process first, or run a Qdrant "
+    "server (QDRANT_URL) and a MongoDB server (MONGODB_URI), with which several processes may write."
+)
+
+
+def edge_version() -> str:
+    try:
+        return metadata.version("qdrant-edge-py")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _edge():
+    import qdrant_edge
+
+    return qdrant_edge
+
+
+def edge_filter(filters: Filters | None, ids: list[str] | None = None):
+    q = _edge()
+    must: list = [q.FieldCondition(key=name, match=q.MatchAny(list(values))) for name, values in
+                  (filters.keyword_conditions if filters else [])]  # fmt: skip
+    if filters and filters.price_range:
+        low, high = filters.price_range
+        must.append(q.FieldCondition(key="price", range=q.RangeFloat(gte=low, lte=high)))
+    if ids is not None:
+        must.append(q.HasIdCondition({point_id(p) for p in ids}))
+    return q.Filter(must=must) if must else None
+
+
+def _dir_bytes(path: Path) -> int:
+    """Bytes really on disk: Edge pre-allocates sparse 32 MiB chunks and WAL files, so sizes overstate it."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def mapped_resident_bytes(path: Path) -> int:
+    """Resident memory of this process's mappings of files under ``path`` (memory-mapped vectors and indexes)."""
+    root, total, inside = str(path.resolve()), 0, False
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                first = line.split(maxsplit=1)[0]
+                if "-" in first and not first.endswith(":"):  # a mapping's header line
+                    parts = line.split()
+                    inside = len(parts) >= 6 and parts[5].startswith(root)
+                elif inside and first == "Rss:":
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+class EdgeVectorStore(VectorStore):
+    engine = "Qdrant Edge"
+
+    def __init__(self, root: Path, tuning: IndexTuning, optimize_in_child: bool = False) -> None:
+        super().__init__(tuning)
+        self.root = Path(root)
+        self.shard_dir = self.root / SHARD
+        self.info_file = self.root / INFO_FILE
+        self.where = str(self.root)
+        self.optimize_in_child = optimize_in_child
+        self._lock = threading.RLock()  # guards the shard object (closed and swapped under it)
+        self._shard = None
+        self._info: CollectionInfo | None = None
+        self._recover_swap()
+        if self.shard_dir.is_dir():
+            self._shard = self._load(self.shard_dir)
+            info = self._read_info()
+            if info.writing:  # a change was cut short (crash, kill): its answers must not be served as current
+                log.warning("The last change of %s did not finish; the catalogue version is bumped.", self.root)
+                info.writing = False
+                info.catalog_version += 1
+                self._write_info(info)
+
+    # -- opening ------------------------------------------------------------------------------------------------------
+    def _load(self, path: Path):
+        try:
+            return _edge().EdgeShard.load(str(path))
+        except Exception as err:  # Edge raises a plain Exception with the engine's message
+            text = str(err)
+            if "WouldBlock" in text or "Resource temporarily unavailable" in text:
+                raise BackendUnavailable(IN_USE.format(path=self.root)) from None
+            raise BackendUnavailable(f"The vector index in {self.root} cannot be opened: {text}") from err
+
+    def _recover_swap(self) -> None:
+        """Finish or undo an optimisation swap that a crash interrupted (see ``_optimize_in_child``)."""
+        old, new = self.root / "shard.old", self.root / "shard.next"
+        if not self.shard_dir.exists() and old.is_dir():
+            os.replace(old, self.shard_dir)
+        for leftover in (old, new):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    @property
+    def shard(self):
+        if self._shard is None:
+            raise BackendUnavailable(
+                "The catalogue is empty: ingest one with 'python -m pipeline ingest CATALOG'."
+            )  # never reached by searches: they check first
+        return self._shard
+
+    # -- metadata -----------------------------------------------------------------------------------------------------
+    def _read_info(self) -> CollectionInfo:
+        if self._info is None:
+            data = None
+            if self.info_file.is_file() and self._shard is not None:
+                try:
+                    data = json.loads(self.info_file.read_text())
+                except (OSError, ValueError) as err:
+                    message = f"{self.info_file} cannot be read ({err}); re-ingest with --reset."
+                    raise BackendUnavailable(message) from err
+            self._info = CollectionInfo.from_dict(data)
+        return CollectionInfo(**self._info.to_dict())
+
+    def _write_info(self, info: CollectionInfo) -> None:
+        data = {**info.to_dict(), "engine": f"qdrant-edge-py {edge_version()}"}
+        tmp = self.info_file.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(data, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.info_file)
+        self._info = CollectionInfo(**info.to_dict())
+
+    def _create(self, card: ModelCard, info: CollectionInfo) -> None:
+        q = _edge()
+        t = self.tuning
+        dim = card.embedding_dim
+        # Qdrant counts these thresholds in KB of one vector name's float32 vectors.
+        threshold_kb = max(1, int(t.exact_below * dim * 4 / 1024))
+        if t.storage == "int8":
+            memory = q.Memory.Cold
+            quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=0.99, always_ram=True)
+        else:
+            memory = q.Memory.Cold if t.storage == "disk" else q.Memory.Cached
+            quantization = None
+        config = q.EdgeConfig(
+            vectors={
+                name: q.EdgeVectorParams(
+                    size=dim, distance=q.Distance.Dot, memory=memory, quantization_config=quantization
+                )
+                for name in VECTOR_NAMES
+            },
+            hnsw_config=q.HnswIndexConfig(
+                m=t.hnsw_m,
+                ef_construct=t.hnsw_ef_construct,
+                # a filter leaving fewer products than this is answered by brute force over them
+                full_scan_threshold=threshold_kb,
+            ),
+            # segments smaller than this stay unindexed: brute force over them is as fast as HNSW, and exact
+            optimizers=q.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._shard = q.EdgeShard.create(str(self.shard_dir), config)
+            for name in KEYWORD_FIELDS:
+                self._shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Keyword))
+            for name in FLOAT_FIELDS:
+                self._shard.update(q.UpdateOperation.create_field_index(name, q.PayloadSchemaType.Float))
+            self._shard.flush()
+        self._write_info(info)
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
+            self.info_file.unlink(missing_ok=True)
+            self._info = None
+
+    # -- points -------------------------------------------------------------------------------------------------------
+    def _upsert(self, products: list[IndexedProduct]) -> None:
+        q = _edge()
+        points = [
+            q.Point(
+                point_id(p.product_id),
+                {"image": np.asarray(p.image, np.float32).tolist(), "text": np.asarray(p.text, np.float32).tolist()},
+                {"product_id": p.product_id, **p.payload},
+            )
+            for p in products
+        ]
+        with self._lock:
+            self.shard.update(q.UpdateOperation.upsert_points(points))
+
+    def _delete(self, product_ids: list[str]) -> None:
+        with self._lock:
+            self.shard.update(_edge().UpdateOperation.delete_points([point_id(p) for p in product_ids]))
+
+    def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
+        if not product_ids or self._shard is None:
+            return []
+        with self._lock:
+            records = self.shard.retrieve([point_id(p) for p in product_ids], with_payload=fields, with_vector=False)
+        return [dict(r.payload or {}) for r in records]
+
+    def _scroll(self, fields: list[str], vector: str | None = None) -> Iterator[tuple[dict, list[float] | None]]:
+        if self._shard is None:
+            return
+        q = _edge()
+        offset = None
+        while True:
+            with self._lock:
+                records, offset = self.shard.scroll(
+                    q.ScrollRequest(
+                        offset=offset, limit=1024, with_payload=fields, with_vector=[vector] if vector else False
+                    )
+                )
+            for r in records:
+                yield dict(r.payload or {}), (r.vector or {}).get(vector) if vector else None
+            if offset is None:
+                return
+
+    def count(self) -> int:
+        if self._shard is None:
+            return 0
+        with self._lock:
+            return self.shard.count(_edge().CountRequest(exact=True))
+
+    # -- search -------------------------------------------------------------------------------------------------------
+    def _params(self, exact: bool):
+        q = _edge()
+        quantization = None
+        if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
+            quantization = q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=self.tuning.oversampling)
+        return q.SearchParams(hnsw_ef=self.tuning.hnsw_ef, exact=exact, quantization=quantization)
+
+    def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
+        if self._shard is None:
+            return [[] for _ in requests]
+        q = _edge()
+        flt, params = edge_filter(filters), self._params(exact)
+        batch = [
+            q.QueryRequest(
+                limit=int(limit),
+                query=q.Query.Nearest(vector.tolist(), using=using),
+                filter=flt,
+                params=params,
+                with_payload=True,
+            )
+            for vector, using, limit in requests
+        ]
+        with self._lock:
+            answers = self.shard.query_batch(q.QueryBatchRequest(batch)) if len(batch) > 1 else [
+                self.shard.query(batch[0])
+            ]  # fmt: skip
+        return [[Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in points] for points in answers]
+
+    def _among(self, vector: np.ndarray, using: str, product_ids: list[str]) -> list[Hit]:
+        if not product_ids or self._shard is None:
+            return []
+        q = _edge()
+        request = q.QueryRequest(
+            limit=len(product_ids),
+            query=q.Query.Nearest(vector.tolist(), using=using),
+            filter=edge_filter(None, product_ids),
+            params=q.SearchParams(exact=True),
+            with_payload=True,
+        )
+        with self._lock:
+            points = self.shard.query(request)
+        return [Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in points]
+
+    def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
+        if self._shard is None:
+            return []
+        with self._lock:
+            response = self.shard.facet(_edge().FacetRequest(key=field, limit=limit, exact=True))
+        return [(str(h.value), int(h.count)) for h in response]
+
+    # -- index maintenance --------------------------------------------------------------------------------------------
+    def _unindexed(self) -> int:
+        with self._lock:
+            info = self.shard.info()
+        return info.points_count * len(VECTOR_NAMES) - info.indexed_vectors_count
+
+    def searches_exactly(self) -> bool:
+        if self._shard is None:
+            return True
+        with self._lock:
+            return self.shard.info().indexed_vectors_count == 0
+
+    def optimize(self) -> dict:
+        if self._shard is None:
+            return {"optimized": False, "seconds": 0.0}
+        started = time.perf_counter()
+        with self._write_lock:
+            large = self.count() >= self.tuning.exact_below
+            if self.optimize_in_child and large:
+                changed = self._optimize_in_child()
+            else:
+                with self._lock:
+                    changed = bool(self.shard.optimize())
+                    self.shard.flush()
+        return {"optimized": changed, "seconds": round(time.perf_counter() - started, 3)}
+
+    def _optimize_in_child(self) -> bool:
+        """Optimise a copy in a child process while this one keeps answering, then swap it in."""
+        work, old = self.root / "shard.next", self.root / "shard.old"
+        shutil.rmtree(work, ignore_errors=True)
+        with self._lock:
+            self.shard.flush()
+            shutil.copytree(self.shard_dir, work)
+        worker = [sys.executable, "-m", "pipeline.storage.vectors.optimize_worker", str(work)]
+        done = subprocess.run(worker, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            raise PipelineError(f"Optimising the vector index failed: {done.stderr.strip()[-300:]}")
+        with self._lock:
+            self._shard.close()
+            self._shard = None
+            os.replace(self.shard_dir, old)
+            os.replace(work, self.shard_dir)
+            try:
+                self._shard = self._load(self.shard_dir)
+            except PipelineError:
+                os.replace(self.shard_dir, work)
+                os.replace(old, self.shard_dir)
+                self._shard = self._load(self.shard_dir)
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+        return json.loads(done.stdout or "{}").get("optimized", True)
+
+    def stats(self) -> dict:
+        out = {
+            "engine": f"Qdrant Edge {edge_version()}",
+            "where": str(self.root),
+            "points": 0,
+            "indexed_vectors": 0,
+            "segments": 0,
+            "hnsw": False,
+            "storage": self.tuning.storage,
+            "disk_bytes": _dir_bytes(self.shard_dir),
+            "mapped_resident_bytes": mapped_resident_bytes(self.shard_dir),
+        }
+        if self._shard is not None:
+            with self._lock:
+                info = self.shard.info()
+            out.update(
+                points=info.points_count,
+                indexed_vectors=info.indexed_vectors_count,
+                segments=info.segments_count,
+                hnsw=info.indexed_vectors_count > 0,
+            )
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            if self._shard is not None:
+                with contextlib.suppress(Exception):
+                    self._shard.flush()
+                self._shard.close()
+                self._shard = None

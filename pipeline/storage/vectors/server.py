@@ -1,0 +1,264 @@
+"""A Qdrant server or Qdrant Cloud (``QDRANT_URL``, ``QDRANT_API_KEY``) through qdrant-client: the way out when one
+machine is not enough, and the store several processes may write to at once.
+
+The collection's identity, model and catalogue version are Qdrant's own collection metadata, read on every query (one
+round trip), so an ingest by another process is seen at once. The server indexes in the background by itself:
+``optimize`` only reports. The contract tests run this adapter against qdrant-client's ``:memory:`` mode, which speaks
+the same API (no server binary can be had on our machines); pass ``serialize=True`` there, local mode is not
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from importlib import metadata
+
+import numpy as np
+
+from ...errors import BackendUnavailable, PipelineError
+from ...model_repo import ModelCard
+from .store import IndexTuning, VectorStore
+from .types import FLOAT_FIELDS, KEYWORD_FIELDS, VECTOR_NAMES, CollectionInfo, Filters, Hit, IndexedProduct, point_id
+
+
+def client_filter(filters: Filters | None, ids: list[str] | None = None):
+    from qdrant_client import models
+
+    must: list = [
+        models.FieldCondition(key=name, match=models.MatchAny(any=list(values)))
+        for name, values in (filters.keyword_conditions if filters else [])
+    ]
+    if filters and filters.price_range:
+        low, high = filters.price_range
+        must.append(models.FieldCondition(key="price", range=models.Range(gte=low, lte=high)))
+    if ids is not None:
+        must.append(models.HasIdCondition(has_id=[point_id(p) for p in ids]))
+    return models.Filter(must=must) if must else None
+
+
+class ServerVectorStore(VectorStore):
+    engine = "Qdrant server"
+
+    def __init__(
+        self,
+        collection: str,
+        tuning: IndexTuning,
+        url: str | None = None,
+        api_key: str | None = None,
+        client=None,
+        serialize: bool = False,
+    ) -> None:
+        super().__init__(tuning)
+        from qdrant_client import QdrantClient
+
+        self.collection = collection
+        self.client = client if client is not None else QdrantClient(url=url, api_key=api_key, timeout=10)
+        self.where = url or "qdrant-client :memory:"
+        self._lock = threading.RLock() if serialize else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except PipelineError:
+                raise
+            except Exception as err:  # qdrant-client raises many transport types; one clear sentence for all
+                raise BackendUnavailable(f"Qdrant at {self.where} does not answer ({what}): {err}") from err
+
+    # -- metadata -----------------------------------------------------------------------------------------------------
+    def _read_info(self) -> CollectionInfo:
+        with self._call("reading the collection"):
+            if not self.client.collection_exists(self.collection):
+                return CollectionInfo()
+            meta = dict(self.client.get_collection(self.collection).config.metadata or {})
+        return CollectionInfo.from_dict(meta)
+
+    def _write_info(self, info: CollectionInfo) -> None:
+        with self._call("updating the collection's metadata"):
+            self.client.update_collection(self.collection, metadata=info.to_dict())
+
+    def _create(self, card: ModelCard, info: CollectionInfo) -> None:
+        from qdrant_client import models
+
+        t = self.tuning
+        threshold_kb = max(1, int(t.exact_below * card.embedding_dim * 4 / 1024))
+        quantization = None
+        if t.storage == "int8":
+            quantization = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            )
+        with self._call("creating the collection"):
+            self.client.create_collection(
+                self.collection,
+                vectors_config={
+                    name: models.VectorParams(
+                        size=card.embedding_dim, distance=models.Distance.DOT, on_disk=t.storage != "ram"
+                    )
+                    for name in VECTOR_NAMES
+                },
+                hnsw_config=models.HnswConfigDiff(
+                    m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=threshold_kb
+                ),
+                optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold_kb),
+                quantization_config=quantization,
+                metadata=info.to_dict(),
+            )
+            for name in KEYWORD_FIELDS:
+                self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.KEYWORD)
+            for name in FLOAT_FIELDS:
+                self.client.create_payload_index(self.collection, name, models.PayloadSchemaType.FLOAT)
+
+    def _drop(self) -> None:
+        with self._call("deleting the collection"):
+            self.client.delete_collection(self.collection)
+
+    # -- points -------------------------------------------------------------------------------------------------------
+    def _upsert(self, products: list[IndexedProduct]) -> None:
+        from qdrant_client import models
+
+        points = [
+            models.PointStruct(
+                id=point_id(p.product_id),
+                vector={
+                    "image": np.asarray(p.image, np.float32).tolist(),
+                    "text": np.asarray(p.text, np.float32).tolist(),
+                },
+                payload={"product_id": p.product_id, **p.payload},
+            )
+            for p in products
+        ]
+        with self._call("saving vectors"):
+            self.client.upsert(self.collection, points=points, wait=True)
+
+    def _delete(self, product_ids: list[str]) -> None:
+        from qdrant_client import models
+
+        with self._call("deleting products"):
+            self.client.delete(
+                self.collection, points_selector=models.PointIdsList(points=[point_id(p) for p in product_ids])
+            )
+
+    def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
+        if not product_ids:
+            return []
+        with self._call("reading products"):
+            if not self.client.collection_exists(self.collection):
+                return []
+            points = self.client.retrieve(self.collection, [point_id(p) for p in product_ids], with_payload=fields)
+        return [dict(p.payload or {}) for p in points]
+
+    def _scroll(self, fields: list[str], vector: str | None = None) -> Iterator[tuple[dict, list[float] | None]]:
+        with self._call("reading products"):
+            if not self.client.collection_exists(self.collection):
+                return
+        offset = None
+        while True:
+            with self._call("reading products"):
+                points, offset = self.client.scroll(
+                    self.collection,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=fields,
+                    with_vectors=[vector] if vector else False,
+                )
+            for p in points:
+                yield dict(p.payload or {}), (p.vector or {}).get(vector) if vector else None
+            if offset is None:
+                return
+
+    def count(self) -> int:
+        with self._call("counting products"):
+            if not self.client.collection_exists(self.collection):
+                return 0
+            return self.client.count(self.collection, exact=True).count
+
+    # -- search -------------------------------------------------------------------------------------------------------
+    def _params(self, exact: bool):
+        from qdrant_client import models
+
+        quantization = None
+        if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
+            quantization = models.QuantizationSearchParams(
+                ignore=exact, rescore=True, oversampling=self.tuning.oversampling
+            )
+        return models.SearchParams(hnsw_ef=self.tuning.hnsw_ef, exact=exact, quantization=quantization)
+
+    def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
+        from qdrant_client import models
+
+        flt, params = client_filter(filters), self._params(exact)
+        batch = [
+            models.QueryRequest(
+                query=vector.tolist(), using=using, limit=int(limit), filter=flt, params=params, with_payload=True
+            )
+            for vector, using, limit in requests
+        ]
+        with self._call("searching"):
+            if not self.client.collection_exists(self.collection):
+                return [[] for _ in requests]
+            answers = self.client.query_batch_points(self.collection, batch)
+        return [[Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in a.points] for a in answers]
+
+    def _among(self, vector: np.ndarray, using: str, product_ids: list[str]) -> list[Hit]:
+        from qdrant_client import models
+
+        if not product_ids:
+            return []
+        with self._call("searching"):
+            answer = self.client.query_points(
+                self.collection,
+                query=vector.tolist(),
+                using=using,
+                limit=len(product_ids),
+                query_filter=client_filter(None, product_ids),
+                search_params=models.SearchParams(exact=True),
+                with_payload=True,
+            )
+        return [Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in answer.points]
+
+    def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
+        with self._call("listing filter values"):
+            if not self.client.collection_exists(self.collection):
+                return []
+            response = self.client.facet(self.collection, field, limit=limit, exact=True)
+        return [(str(h.value), int(h.count)) for h in response.hits]
+
+    # -- index maintenance --------------------------------------------------------------------------------------------
+    def optimize(self) -> dict:
+        """The server builds its indexes in the background while it keeps answering; nothing to start here."""
+        return {"optimized": False, "seconds": 0.0, "note": "the Qdrant server optimises in the background"}
+
+    def searches_exactly(self) -> bool:
+        with self._call("reading the collection"):
+            if not self.client.collection_exists(self.collection):
+                return True
+            return not (self.client.get_collection(self.collection).indexed_vectors_count or 0)
+
+    def stats(self) -> dict:
+        out = {"engine": "Qdrant server", "where": self.where, "client": f"qdrant-client {_client_version()}"}
+        with self._call("reading the collection"):
+            if self.client.collection_exists(self.collection):
+                info = self.client.get_collection(self.collection)
+                out.update(
+                    points=info.points_count or 0,
+                    indexed_vectors=info.indexed_vectors_count or 0,
+                    segments=info.segments_count,
+                    status=str(info.status.value if hasattr(info.status, "value") else info.status),
+                    hnsw=bool(info.indexed_vectors_count),
+                )
+        out["storage"] = self.tuning.storage
+        return out
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(Exception):
+            self.client.close()
+
+
+def _client_version() -> str:
+    try:
+        return metadata.version("qdrant-client")
+    except metadata.PackageNotFoundError:
+        return "unknown"

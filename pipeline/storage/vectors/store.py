@@ -1,0 +1,215 @@
+"""The one small interface both vector stores implement, and what they share: the text-query fusion, the collection's
+metadata rules, and the model check.
+
+A store holds two named vectors per product, ``image`` (the photo) and ``text`` (the product text), L2-normalised at the
+source so that ``Distance.Dot`` is the cosine. A text query scores ``w·cos(q, text) + (1−w)·cos(q, image)``. Instead of
+storing a third, concatenated vector (which doubled the stored vectors and the index build), the score is fused at
+query time by Fagin's threshold algorithm: the top ``depth`` by each vector, every candidate's missing score fetched
+exactly, and a stopping rule that proves no unseen product can beat the k-th candidate (``w·t_depth + (1−w)·i_depth``,
+the best an unseen product could score); otherwise ``depth`` grows. Over exact search the answer equals brute force;
+over HNSW it is exact over what the index returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ...errors import ModelMismatch
+from ...model_repo import ModelCard
+from ...settings import IndexTuning
+from .types import CollectionInfo, Filters, Hit, IndexedProduct
+
+__all__ = ["IndexTuning", "VectorStore"]
+
+FIRST_DEPTH = 32  # candidates per vector in the first round of the fusion (at least 2k)
+MAX_ROUNDS = 6
+
+
+class VectorStore:
+    """Products' vectors in one Qdrant collection; see ``EdgeVectorStore`` and ``ServerVectorStore``."""
+
+    engine = "vector store"
+    where = ""
+
+    def __init__(self, tuning: IndexTuning) -> None:
+        self.tuning = tuning
+        self._write_lock = threading.RLock()  # one writer at a time (ingest, delete, optimise)
+
+    # -- what each engine provides ------------------------------------------------------------------------------------
+    def _read_info(self) -> CollectionInfo:
+        raise NotImplementedError
+
+    def _write_info(self, info: CollectionInfo) -> None:
+        raise NotImplementedError
+
+    def _create(self, card: ModelCard, info: CollectionInfo) -> None:
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        raise NotImplementedError
+
+    def _nearest(self, requests: list[tuple[np.ndarray, str, int]], filters: Filters, exact: bool) -> list[list[Hit]]:
+        """Top ``limit`` for each (vector, vector name, limit), all under the same filters."""
+        raise NotImplementedError
+
+    def _among(self, vector: np.ndarray, using: str, product_ids: list[str]) -> list[Hit]:
+        """The exact score of ``vector`` against each named product's ``using`` vector."""
+        raise NotImplementedError
+
+    def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
+        raise NotImplementedError
+
+    def _scroll(self, fields: list[str], vector: str | None = None) -> Iterator[tuple[dict, list[float] | None]]:
+        raise NotImplementedError
+
+    def _upsert(self, products: list[IndexedProduct]) -> None:
+        raise NotImplementedError
+
+    def _delete(self, product_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
+        """(value, number of products) for a keyword field, most frequent first."""
+        raise NotImplementedError
+
+    def optimize(self) -> dict:
+        """Build what the index needs for fast search after an ingest (never per upsert)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        raise NotImplementedError
+
+    def searches_exactly(self) -> bool:
+        """True when every search is a brute-force scan (no HNSW graph is in use), so answers equal numpy's."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- the collection and its metadata ------------------------------------------------------------------------------
+    def info(self) -> CollectionInfo:
+        return self._read_info()
+
+    def version(self) -> int:
+        return self.info().catalog_version
+
+    def ensure(self, card: ModelCard, reset: bool = False) -> CollectionInfo:
+        """Create the collection for ``card``'s model (``reset``: a new, empty one), or check the existing one."""
+        with self._write_lock:
+            if reset and self.info().exists:
+                self._drop()
+            info = self.info()
+            if not info.exists:
+                import uuid
+
+                info = CollectionInfo(uuid.uuid4().hex, card.identity, card.label, 0)
+                self._create(card, info)
+        self.check_model(card)
+        return self.info()
+
+    def check_model(self, card: ModelCard) -> None:
+        info = self.info()
+        if info.exists and info.model_identity != card.identity:
+            raise ModelMismatch(
+                f"The product index was built by another model ({info.model_name or 'unknown'}) than the one "
+                f"loaded ({card.label}); re-ingest the catalogue with 'python -m pipeline ingest CATALOG --reset'."
+            )
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Wrap every change of the points: marks the collection as being written (answers computed meanwhile are
+        not cached), and bumps the catalogue version when done, whatever happened, so no cached answer from before
+        the change is ever served after it."""
+        with self._write_lock:
+            info = self.info()
+            info.writing = True
+            self._write_info(info)
+            try:
+                yield
+            finally:
+                info = self.info()
+                info.catalog_version += 1
+                info.writing = False
+                self._write_info(info)
+
+    # -- points -------------------------------------------------------------------------------------------------------
+    # Writes go inside ``changing()``, which holds the writer lock for the whole change; they may run in a worker
+    # thread of that change (the ingest's writer), so they do not take the lock themselves.
+    def upsert(self, products: list[IndexedProduct]) -> None:
+        if products:
+            self._upsert(products)
+
+    def delete(self, product_ids: Iterable[str]) -> int:
+        """Remove these products; returns how many of them were in the collection."""
+        ids = sorted(set(product_ids))
+        present = [d["product_id"] for d in self._retrieve(ids, ["product_id"])] if ids else []
+        if present:
+            self._delete(present)
+        return len(present)
+
+    def content_hashes(self, product_ids: list[str]) -> dict[str, str]:
+        """The stored content hash of each known product, so ingestion can skip what has not changed."""
+        out: dict[str, str] = {}
+        for start in range(0, len(product_ids), 1024):
+            for doc in self._retrieve(product_ids[start : start + 1024], ["product_id", "content_hash"]):
+                out[doc["product_id"]] = doc.get("content_hash", "")
+        return out
+
+    def product_ids(self) -> list[str]:
+        return [payload["product_id"] for payload, _ in self._scroll(["product_id"])]
+
+    def all_vectors(self, using: str) -> tuple[list[str], np.ndarray]:
+        """Every product id and its vector (brute-force references, duplicate detection, benchmarks)."""
+        ids, vectors = [], []
+        for payload, vector in self._scroll(["product_id"], using):
+            ids.append(payload["product_id"])
+            vectors.append(vector)
+        return ids, np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+
+    # -- search -------------------------------------------------------------------------------------------------------
+    def search(
+        self, vector: np.ndarray, using: str, limit: int, filters: Filters | None = None, exact: bool = False
+    ) -> list[Hit]:
+        return self._nearest([(np.asarray(vector, np.float32), using, limit)], filters or Filters(), exact)[0]
+
+    def search_text(
+        self, vector: np.ndarray, text_weight: float, limit: int, filters: Filters | None = None, exact: bool = False
+    ) -> list[Hit]:
+        """Products ranked by ``w·cos(q, text) + (1−w)·cos(q, image)`` (see the module docstring)."""
+        q = np.asarray(vector, np.float32)
+        filters = filters or Filters()
+        w = float(text_weight)
+        if w >= 1.0 or w <= 0.0:
+            return self.search(q, "text" if w >= 1.0 else "image", limit, filters, exact)
+        depth = max(FIRST_DEPTH, 2 * limit)
+        for _ in range(MAX_ROUNDS):
+            by_text, by_image = self._nearest([(q, "text", depth), (q, "image", depth)], filters, exact)
+            text = {h.product_id: h for h in by_text}
+            image = {h.product_id: h for h in by_image}
+            for hit in self._among(q, "image", [p for p in text if p not in image]):
+                image[hit.product_id] = hit
+            for hit in self._among(q, "text", [p for p in image if p not in text]):
+                text[hit.product_id] = hit
+            fused = [
+                Hit(pid, w * text[pid].score + (1 - w) * image[pid].score, text[pid].payload)
+                for pid in text
+                if pid in image
+            ]
+            fused.sort(key=lambda h: (-h.score, h.product_id))
+            top = fused[:limit]
+            # A short list holds every product that passes the filters: nothing is unseen.
+            complete = len(by_text) < depth or len(by_image) < depth
+            if complete or not by_text:
+                return top
+            unseen_best = w * by_text[-1].score + (1 - w) * by_image[-1].score
+            if len(top) == limit and top[-1].score >= unseen_best:
+                return top
+            depth *= 4
+        return top

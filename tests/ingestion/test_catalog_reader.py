@@ -1,0 +1,109 @@
+"""Catalogue parsing and validation: every bad row is reported with its line and reason, the good ones go on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.errors import CatalogError
+from pipeline.ingestion.catalog_reader import product_text, read_catalog
+
+from ..conftest import shared
+
+
+def _write_jsonl(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "cat" / "images"
+    folder.mkdir(parents=True)
+    for name, colour in (("a.jpg", "red"), ("b.jpg", "blue"), ("c.jpg", "green")):
+        Image.new("RGB", (32, 32), colour).save(folder / name)
+    return folder
+
+
+def test_bad_rows_are_reported_with_line_and_reason(tmp_path, image_dir):
+    (tmp_path / "outside.jpg").write_bytes((image_dir / "a.jpg").read_bytes())
+    catalog = tmp_path / "cat" / "catalog.jsonl"
+    _write_jsonl(
+        catalog,
+        [
+            {"id": "1", "name": "Red thing", "price": 10, "image_path": "images/a.jpg"},
+            {"name": "no id", "image_path": "images/a.jpg"},
+            {"id": "1", "name": "dup", "image_path": "images/b.jpg"},
+            {"id": "3", "name": "price", "price": "ten euros", "image_path": "images/b.jpg"},
+            {"id": "4", "name": "missing image", "image_path": "images/nope.jpg"},
+            {"id": "5", "name": "escape", "image_path": "../outside.jpg"},
+            "{not json",
+            {"id": "6", "name": "no image path"},
+            {"id": 7, "name": "Blue thing", "price": "12.50", "image_path": "images/b.jpg", "extra": {"x": 1}},
+        ],
+    )
+    rows = read_catalog(catalog)
+    assert rows.total == 9
+    assert [p.id for p in rows.products] == ["1", "7"]
+    reasons = {bad.line: bad.reason for bad in rows.bad}
+    assert reasons[2] == "missing id"
+    assert reasons[3].startswith("duplicate id (first seen on line 1)")
+    assert "not a number" in reasons[4]
+    assert "not found" in reasons[5]
+    assert "outside the catalogue folder" in reasons[6]
+    assert "not valid JSON" in reasons[7]
+    assert "missing image_path" in reasons[8]
+    blue = rows.products[1]
+    assert blue.fields["price"] == 12.5 and blue.fields["extra"] == {"x": 1}
+
+
+def test_images_dir_resolves_absolute_and_foreign_paths(tmp_path, image_dir):
+    catalog = tmp_path / "cat" / "catalog.json"
+    catalog.write_text(
+        json.dumps(
+            [
+                {"id": "1", "name": "a", "image_path": "/home/someone/Dataset/a.jpg"},
+                {"id": "2", "name": "b", "image_path": "C:\\photos\\b.jpg"},
+                {"id": "3", "name": "x", "image_path": "/elsewhere/x.jpg"},
+            ],
+            indent=2,
+        )
+    )
+    without = read_catalog(catalog)
+    assert not without.products and "pass --images" in without.bad[0].reason
+    rows = read_catalog(catalog, images_dir=image_dir)
+    assert [p.image_file.name for p in rows.products] == ["a.jpg", "b.jpg"]
+    assert [b.line for b in rows.bad] == [12] and "not found under" in rows.bad[0].reason
+
+
+def test_csv_and_composed_text(tmp_path, image_dir):
+    catalog = tmp_path / "cat" / "catalog.csv"
+    catalog.write_text(
+        "id,name,brand,category,color,price,description,image_path\n"
+        "1,Trail shoe,Acme,Shoes,red,59.9,Light runner,images/a.jpg\n"
+        "2,Bad,Acme,Shoes,red,cheap,x,images/b.jpg\n"
+    )
+    rows = read_catalog(catalog)
+    assert rows.products[0].text == "Trail shoe Acme Shoes red Light runner"
+    assert rows.bad[0].line == 3
+    assert product_text({"text": "  given   text ", "name": "n"}) == "given text"
+
+
+def test_unreadable_catalogue_is_one_error(tmp_path):
+    with pytest.raises(CatalogError, match="does not exist"):
+        read_catalog(tmp_path / "missing.jsonl")
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"id": 1,')
+    with pytest.raises(CatalogError, match="not valid JSON"):
+        read_catalog(broken)
+
+
+def test_shared_samples_parse():
+    assert len(read_catalog(shared("seed_sample", "catalog.jsonl")).products) == 10
+    original = shared("seed_sample", "metadata.json")
+    rows = read_catalog(original, images_dir=original.parent / "images")
+    assert len(rows.products) == 10 and not rows.bad
+    fashion = read_catalog(shared("fashion", "catalog.jsonl"))
+    assert len(fashion.products) == 1000 and not fashion.bad

@@ -1,0 +1,80 @@
+"""Ingestion into the real MongoDB-protocol server and Qdrant local mode."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from pipeline.ingestion.ingest import ingest
+from pipeline.storage.catalog_store import PRODUCT_COLLECTION, PRODUCT_DB
+
+from ..conftest import shared
+
+
+def test_seed_sample_twice_changes_nothing(pipeline):
+    catalog = shared("seed_sample", "catalog.jsonl")
+    first = ingest(pipeline, catalog, progress=False)
+    assert (first.rows, first.added, first.updated, first.unchanged, first.bad) == (10, 10, 0, 0, [])
+    assert first.catalog_version == 1
+    assert pipeline.index.count() == 10 and pipeline.store.count() == 10
+    doc = pipeline.store.get_many(["1"])["1"]
+    assert doc["SKU"] == "SKU-SONY-WH1000XM5-BEIGE" and doc["masterCategory"] == "Electronics"
+    second = ingest(pipeline, catalog, progress=False)
+    assert (second.added, second.updated, second.unchanged) == (0, 0, 10)
+    assert second.catalog_version == 1, "an unchanged catalogue keeps its version"
+
+
+def test_changed_row_updates_its_product(pipeline, tmp_path):
+    source = shared("seed_sample")
+    folder = tmp_path / "seed"
+    shutil.copytree(source / "images", folder / "images")
+    rows = [json.loads(line) for line in (source / "catalog.jsonl").read_text().splitlines()]
+    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ingest(pipeline, folder / "catalog.jsonl", progress=False)
+    before = dict(zip(*pipeline.index.all_vectors("text"), strict=True))
+    rows[2]["price"] = 1.0
+    rows[2]["text"] = "A completely different description of a cheap kettle"
+    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    report = ingest(pipeline, folder / "catalog.jsonl", progress=False)
+    assert (report.updated, report.unchanged, report.catalog_version) == (1, 9, 2)
+    assert pipeline.store.get_many(["3"])["3"]["price"] == 1.0
+    after = dict(zip(*pipeline.index.all_vectors("text"), strict=True))
+    assert not np.allclose(before["3"], after["3"])
+    assert np.allclose(before["1"], after["1"])
+
+
+def test_corrupt_and_bad_rows_do_not_stop_the_good_ones(pipeline, tmp_path):
+    folder = tmp_path / "cat"
+    (folder / "images").mkdir(parents=True)
+    seed = shared("seed_sample", "images")
+    shutil.copy(seed / "Adidas-1.jpg", folder / "images" / "good.jpg")
+    (folder / "images" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "catalog.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "g", "name": "Good jacket", "price": 5, "image_path": "images/good.jpg"},
+                {"id": "c", "name": "Corrupt photo", "image_path": "images/corrupt.jpg"},
+                {"id": "p", "name": "Bad price", "price": [1], "image_path": "images/good.jpg"},
+            ]
+        )
+    )
+    report = ingest(pipeline, folder / "catalog.jsonl", progress=False)
+    assert report.added == 1
+    assert [(b.line, b.product_id) for b in report.bad] == [(2, "c"), (3, "p")]
+    assert "not an image we can read" in report.bad[0].reason
+    assert pipeline.index.count() == 1
+    assert "line 2 (id c)" in report.summary()
+
+
+def test_fashion_thousand_products(pipeline):
+    report = ingest(pipeline, shared("fashion", "catalog.jsonl"), progress=False)
+    assert (report.added, len(report.bad)) == (1000, 0)
+    assert pipeline.index.count() == 1000
+    client = pipeline.mongo
+    assert client[PRODUCT_DB][PRODUCT_COLLECTION].count_documents({}) == 1000
+    pipeline.events.flush()
+    event = client["log_db"]["system_logs"].find_one({"kind": "ingest"})
+    assert event["added"] == 1000 and "vector" not in json.dumps(event, default=str)

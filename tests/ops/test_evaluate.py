@@ -1,0 +1,119 @@
+"""evaluate: metrics through the real pipeline, the brute-force check (it catches a broken one), calibration."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from pipeline.model_repo import ModelCard
+from pipeline.ops import evaluate as ev
+from pipeline.service import Pipeline
+from pipeline.storage.vectors import Hit, VectorStore
+
+from ..conftest import shared
+
+
+@pytest.fixture
+def own_queries(tmp_path):
+    """Each seed product's own text and own photo, plus bad rows; paths relative to the queries file."""
+    seed = shared("seed_sample")
+    rows = [json.loads(line) for line in (seed / "catalog.jsonl").read_text().splitlines()]
+    (tmp_path / "queries").symlink_to(seed / "images")
+    lines = [json.dumps({"text": r["text"], "relevant": [r["id"]]}) for r in rows]
+    lines += [json.dumps({"image": "queries/" + r["image_path"].split("/")[-1], "product_id": r["id"]}) for r in rows]
+    lines += [
+        "{broken",
+        json.dumps({"text": "no labels"}),
+        json.dumps({"image": "queries/nope.jpg", "product_id": "1"}),
+    ]
+    path = tmp_path / "queries.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def isolated_settings(settings, tmp_path, clip_folder):
+    """A model repository of this test's own, since calibration rewrites the model card."""
+    import shutil
+
+    repo = tmp_path / "models"
+    shutil.copytree(settings.model_repository, repo)
+    return settings.with_(model_repository=repo)
+
+
+def test_known_answers_and_check(isolated_settings, own_queries):
+    report = ev.run(isolated_settings, shared("seed_sample", "catalog.jsonl"), own_queries, check=True, progress=False)
+    assert report["overall"]["queries"] == 20
+    assert report["overall"]["recall@1"] == 1.0 and report["overall"]["mrr"] == 1.0
+    assert set(report["by_kind"]) == {"text", "image"}
+    assert report["check"]["ok"]
+    assert len(report["bad_rows"]) == 3
+    assert any("not valid JSON" in b for b in report["bad_rows"])
+    assert any("not found beside the queries file" in b for b in report["bad_rows"])
+    assert "Electronics / Audio / Headphones" in report["by_category"]
+    text = ev.render(report)
+    assert "R@1" in text and "check: the pipeline equals" in text
+
+
+def test_check_fails_on_a_shuffled_id_mapping(isolated_settings, own_queries, monkeypatch):
+    real_search, real_text = VectorStore.search, VectorStore.search_text
+
+    def shuffle(hits):
+        ids = [h.product_id for h in hits]
+        random.Random(0).shuffle(ids)
+        return [Hit(pid, h.score, h.payload) for pid, h in zip(ids, hits, strict=True)]
+
+    monkeypatch.setattr(VectorStore, "search", lambda self, *a, **k: shuffle(real_search(self, *a, **k)))
+    monkeypatch.setattr(VectorStore, "search_text", lambda self, *a, **k: shuffle(real_text(self, *a, **k)))
+    with pytest.raises(ev.CheckFailed, match="disagrees with the brute-force reference"):
+        ev.run(isolated_settings, shared("seed_sample", "catalog.jsonl"), own_queries, check=True, progress=False)
+
+
+def test_calibration_writes_thresholds_the_matcher_uses(isolated_settings, own_queries):
+    report = ev.run(
+        isolated_settings, shared("seed_sample", "catalog.jsonl"), own_queries, do_calibrate=True, progress=False
+    )
+    found = report["calibrated_thresholds"]
+    card = ModelCard.load(isolated_settings.model_repository)
+    assert card.threshold("image") == (found["image"]["match"], found["image"]["similar"])
+    assert card.threshold("text") == (found["text"]["match"], found["text"]["similar"])
+    # Every own-photo query is right at rank 1, so its score (1.0) is at or above the calibrated match threshold.
+    assert report["levels_after_calibration"]["first_relevant"].get("match") == 20
+    from pipeline.ingestion.ingest import ingest
+
+    with Pipeline(isolated_settings) as pipe:
+        ingest(pipe, shared("seed_sample", "catalog.jsonl"), progress=False)
+        result = pipe.matcher.match_image(shared("seed_sample", "images", "Mango-1.jpg"), top_k=3)
+        assert result.matches[0].level == "match"
+        below = [m for m in result.matches[1:] if m.score < found["image"]["similar"]]
+        assert all(m.level == "none" for m in below)
+
+
+def test_calibrate_unit():
+    q = ev.Query(1, "image", "x", {"a"})
+    results = [
+        ev.Ranked(q, ["a"], [0.95]),
+        ev.Ranked(q, ["a"], [0.9]),
+        ev.Ranked(q, ["b"], [0.8]),
+        ev.Ranked(q, ["a"], [0.7]),
+    ]
+    thresholds = ev.calibrate(results)["image"]
+    assert thresholds["match"] == 0.9  # precision 1.0 down to 0.9, 2/3 at 0.8
+    assert thresholds["similar"] == 0.7  # 3/4 right at 0.7 >= 0.5
+
+
+def test_check_accepts_float_level_ties_and_nothing_else():
+    """The tie rule that failed on a 2,946-product catalogue: two products 1e-5 apart may come in either order (the
+    pipeline's scores are float32, rounded to 6 decimals); a real misordering or a wrong score still fails."""
+    q = ev.Query(1, "text", "x", {"b"})
+    ids = ["a", "b", "c", "d"]
+    scores = np.array([0.500010, 0.500000, 0.4, 0.3])
+    ref = ev.Reference(ids, scores, ev.Ranked(q, ["a", "b", "c"], [0.50001, 0.5, 0.4]))
+    assert ev.ranking_errors(ev.Ranked(q, ["a", "b", "c"], [0.50001, 0.5, 0.4]), ref) == []
+    assert ev.ranking_errors(ev.Ranked(q, ["b", "a", "c"], [0.5, 0.50001, 0.4]), ref) == []
+    assert ev.ranking_errors(ev.Ranked(q, ["a", "c", "b"], [0.50001, 0.4, 0.5]), ref)  # 0.1 apart: wrong order
+    assert ev.ranking_errors(ev.Ranked(q, ["a", "b", "d"], [0.50001, 0.5, 0.3]), ref)  # d is not in the top 3
+    assert ev.ranking_errors(ev.Ranked(q, ["c", "b", "a"], [0.50001, 0.5, 0.4]), ref)  # ids swapped under scores

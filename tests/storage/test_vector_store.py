@@ -1,0 +1,356 @@
+"""One contract for both vector stores: Qdrant Edge for real, and the server adapter against qdrant-client's
+``:memory:`` mode (it speaks the server's API; no Qdrant server binary can be had here).
+
+Rankings are compared with numpy brute force over the same vectors; filters, deletes, facets, metadata and the
+text-query fusion must behave the same in both stores.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pipeline.errors import BackendUnavailable, ModelMismatch
+from pipeline.model_repo import ModelCard
+from pipeline.storage.vectors import Filters, IndexedProduct, IndexTuning, open_vector_store
+from pipeline.storage.vectors.edge import EdgeVectorStore
+from pipeline.storage.vectors.server import ServerVectorStore
+
+DIM = 16
+N = 400
+CATEGORIES = ("Shoes", "Bags", "Watches", "Shirts")
+BRANDS = ("Acme", "Northwind", "Globex")
+
+
+def card(dim: int = DIM, identity: str = "a") -> ModelCard:
+    return ModelCard("test model", "clip", "s", "r", "fp32", dim, 77, 64, {"clip_text": identity, "clip_visual": "b"})
+
+
+def unit(rng, n: int, d: int = DIM) -> np.ndarray:
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request, tmp_path):
+    tuning = IndexTuning()
+    if request.param == "edge":
+        s = EdgeVectorStore(tmp_path / "vectors" / "products", tuning)
+    else:
+        from qdrant_client import QdrantClient
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = ServerVectorStore("products", tuning, client=QdrantClient(":memory:"), serialize=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def catalogue():
+    rng = np.random.default_rng(7)
+    images, texts = unit(rng, N), unit(rng, N)
+    products = [
+        IndexedProduct(
+            f"p{i}",
+            images[i],
+            texts[i],
+            {
+                "name": f"Product {i}",
+                "category": CATEGORIES[i % 4],
+                "brand": BRANDS[i % 3],
+                "color": "red" if i % 5 == 0 else "blue",
+                "price": None if i % 10 == 0 else float(i % 97),
+                "content_hash": f"h{i}",
+            },
+        )
+        for i in range(N)
+    ]
+    return images, texts, products
+
+
+def filled(store, products):
+    store.ensure(card())
+    with store.changing():
+        for start in range(0, len(products), 128):
+            store.upsert(products[start : start + 128])
+    return store
+
+
+def mask(products, f: Filters) -> np.ndarray:
+    keep = []
+    for p in products:
+        ok = all(p.payload.get(name) in values for name, values in f.keyword_conditions)
+        if ok and f.price_range:
+            low, high = f.price_range
+            price = p.payload.get("price")
+            ok = price is not None and (low is None or price >= low) and (high is None or price <= high)
+        keep.append(ok)
+    return np.array(keep)
+
+
+def brute(scores: np.ndarray, keep: np.ndarray, k: int) -> list[str]:
+    scores = np.where(keep, scores, -np.inf)
+    order = np.argsort(-scores, kind="stable")
+    return [f"p{i}" for i in order[:k] if keep[i]]
+
+
+FILTERS = [
+    Filters(),
+    Filters(categories=("Shoes",)),
+    Filters(categories=("Shoes", "Bags"), brands=("Acme",)),
+    Filters(colors=("red",)),
+    Filters(min_price=10.0, max_price=40.0),
+    Filters(max_price=5.0, categories=("Watches",)),
+    Filters(brands=("Nobody",)),
+]
+
+
+def test_metadata_identity_and_model_check(store):
+    assert not store.info().exists and store.count() == 0 and store.search(np.ones(DIM), "image", 5) == []
+    info = store.ensure(card())
+    assert info.exists and len(info.collection_id) == 32 and info.catalog_version == 0
+    assert store.ensure(card()).collection_id == info.collection_id, "ensure keeps the existing collection"
+    with pytest.raises(ModelMismatch, match="built by another model"):
+        store.ensure(card(identity="other"))
+    reset = store.ensure(card(identity="other"), reset=True)
+    assert reset.collection_id != info.collection_id and reset.model_identity == card(identity="other").identity
+
+
+def test_changing_marks_writes_and_bumps_the_version(store, catalogue):
+    store.ensure(card())
+    with store.changing():
+        assert store.info().writing
+        store.upsert(catalogue[2][:10])
+    assert not store.info().writing and store.version() == 1
+    with pytest.raises(RuntimeError), store.changing():
+        raise RuntimeError("a failed ingest")
+    assert store.version() == 2, "a failed change still bumps the version: its partial writes are never stale"
+
+
+@pytest.mark.parametrize("f", FILTERS, ids=lambda f: str(f.key()))
+def test_image_search_and_filters_equal_brute_force(store, catalogue, f):
+    images, _, products = catalogue
+    filled(store, products)
+    rng = np.random.default_rng(1)
+    keep = mask(products, f)
+    for q in unit(rng, 5):
+        hits = store.search(q, "image", 10, f)
+        assert [h.product_id for h in hits] == brute(images @ q, keep, 10)
+        if hits:
+            assert hits[0].score == pytest.approx(float(np.max(np.where(keep, images @ q, -np.inf))), abs=1e-5)
+            assert hits[0].payload["name"].startswith("Product")
+
+
+@pytest.mark.parametrize("f", FILTERS[:5], ids=lambda f: str(f.key()))
+@pytest.mark.parametrize("w", [0.5, 0.7, 0.95])
+def test_text_fusion_equals_brute_force(store, catalogue, f, w):
+    images, texts, products = catalogue
+    filled(store, products)
+    keep = mask(products, f)
+    rng = np.random.default_rng(2)
+    for q in unit(rng, 4):
+        for k in (1, 10, 60):
+            hits = store.search_text(q, w, k, f)
+            fused = w * (texts @ q) + (1 - w) * (images @ q)
+            assert [h.product_id for h in hits] == brute(fused, keep, k)
+            for h in hits:
+                i = int(h.product_id[1:])
+                assert h.score == pytest.approx(float(fused[i]), abs=1e-5)
+
+
+def test_text_fusion_stays_exact_when_text_and_photo_disagree(store):
+    """Text and photo vectors pointing away from each other push the best fused products deep into both lists, so
+    the fusion must widen its candidate lists before it can stop."""
+    rng = np.random.default_rng(3)
+    q = unit(rng, 1)[0]
+    texts = unit(rng, N)
+    texts += 0.9 * q * rng.choice([-1, 1], size=(N, 1)).astype(np.float32)
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    images = -texts + 0.05 * unit(rng, N)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    products = [IndexedProduct(f"p{i}", images[i], texts[i], {"name": str(i)}) for i in range(N)]
+    filled(store, products)
+    fused = 0.6 * (texts @ q) + 0.4 * (images @ q)
+    hits = store.search_text(q, 0.6, 10)
+    assert [h.product_id for h in hits] == brute(fused, np.ones(N, bool), 10)
+
+
+def test_delete_facets_hashes_and_vectors(store, catalogue):
+    images, _, products = catalogue
+    filled(store, products)
+    assert store.count() == N
+    assert dict(store.facet("category")) == dict.fromkeys(CATEGORIES, N // 4)
+    assert sum(c for _, c in store.facet("brand")) == N
+    assert store.content_hashes(["p1", "p2", "nope"]) == {"p1": "h1", "p2": "h2"}
+    ids, vectors = store.all_vectors("image")
+    order = [int(p[1:]) for p in ids]
+    np.testing.assert_allclose(vectors, images[order], atol=1e-6)
+    q = images[5]
+    assert store.search(q, "image", 1)[0].product_id == "p5"
+    with store.changing():
+        assert store.delete(["p5", "p6", "unknown"]) == 2
+    assert store.count() == N - 2
+    assert "p5" not in [h.product_id for h in store.search(q, "image", 20)]
+    assert "p5" not in [h.product_id for h in store.search_text(q, 0.5, 20)]
+    assert "p5" not in store.product_ids() and len(store.product_ids()) == N - 2
+    assert dict(store.facet("category"))["Bags"] == N // 4 - 1  # p5 was a bag
+
+
+def test_edge_reopens_with_its_data_and_metadata(tmp_path, catalogue):
+    root = tmp_path / "vectors" / "products"
+    first = filled(EdgeVectorStore(root, IndexTuning()), catalogue[2])
+    info = first.info()
+    first.close()
+    again = EdgeVectorStore(root, IndexTuning())
+    try:
+        assert again.info() == info and again.count() == N
+        assert again.search(catalogue[0][3], "image", 1)[0].product_id == "p3"
+    finally:
+        again.close()
+
+
+def test_edge_refuses_a_second_process_with_one_sentence(tmp_path, catalogue):
+    root = tmp_path / "vectors" / "products"
+    holder = filled(EdgeVectorStore(root, IndexTuning()), catalogue[2][:5])
+    try:
+        code = textwrap.dedent(
+            f"""
+            from pipeline.storage.vectors.edge import EdgeVectorStore
+            from pipeline.storage.vectors import IndexTuning
+            from pipeline.errors import PipelineError
+            try:
+                EdgeVectorStore({str(root)!r}, IndexTuning())
+            except PipelineError as err:
+                print(err)
+            """
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert "is open in another process" in out.stdout and "Catalogue tab" in out.stdout, out
+        assert "Traceback" not in out.stderr
+    finally:
+        holder.close()
+
+
+def test_edge_crash_during_a_change_bumps_the_version_on_reopen(tmp_path, catalogue):
+    root = tmp_path / "vectors" / "products"
+    store = filled(EdgeVectorStore(root, IndexTuning()), catalogue[2][:5])
+    info = store.info()
+    info.writing = True  # what a kill -9 inside ``changing()`` leaves behind
+    store._write_info(info)
+    store.close()
+    again = EdgeVectorStore(root, IndexTuning())
+    try:
+        assert not again.info().writing and again.version() == info.catalog_version + 1
+    finally:
+        again.close()
+
+
+def test_edge_optimises_in_a_child_while_queries_go_on(tmp_path):
+    """A serving process builds the HNSW index on a copy in a child process: queries keep being answered (Edge holds
+    the GIL while it optimises in-process), and the swapped-in index answers like brute force."""
+    rng = np.random.default_rng(4)
+    n, dim = 4000, 64
+    images, texts = unit(rng, n, dim), unit(rng, n, dim)
+    tuning = replace(IndexTuning(), exact_below=1000, hnsw_ef=256)
+    store = EdgeVectorStore(tmp_path / "v" / "products", tuning, optimize_in_child=True)
+    try:
+        store.ensure(card(dim))
+        with store.changing():
+            for s in range(0, n, 500):
+                store.upsert(
+                    [IndexedProduct(f"p{i}", images[i], texts[i], {"category": "x"}) for i in range(s, s + 500)]
+                )
+        assert store.searches_exactly()
+        answered, done = [], threading.Event()
+
+        def query():
+            while not done.is_set():
+                q = images[len(answered) % n]
+                answered.append(store.search(q, "image", 1)[0].product_id == f"p{len(answered) % n}")
+                time.sleep(0.001)
+
+        worker = threading.Thread(target=query)
+        worker.start()
+        try:
+            report = store.optimize()
+        finally:
+            done.set()
+            worker.join()
+        assert report["optimized"] and report["seconds"] > 0
+        assert len(answered) > 10 and all(answered), "queries were answered, correctly, during the optimisation"
+        assert not store.searches_exactly() and store.stats()["hnsw"]
+        assert not (store.root / "shard.next").exists() and not (store.root / "shard.old").exists()
+        hits = store.search(images[17], "image", 10)
+        assert hits[0].product_id == "p17"
+        assert [h.product_id for h in hits] == brute(images @ images[17], np.ones(n, bool), 10)
+    finally:
+        store.close()
+
+
+def test_open_vector_store_picks_edge_or_server(settings):
+    edge = open_vector_store(settings)
+    try:
+        assert isinstance(edge, EdgeVectorStore) and edge.root == settings.vectors_path / "products"
+    finally:
+        edge.close()
+    server = open_vector_store(settings.with_(qdrant_url="http://127.0.0.1:9"))
+    try:
+        assert isinstance(server, ServerVectorStore)
+        with pytest.raises(BackendUnavailable, match="does not answer"):
+            server.count()
+    finally:
+        server.close()
+
+
+def test_local_mode_data_folder_is_migrated_without_re_embedding(settings, catalogue):
+    """A DATA_DIR written by the previous version (qdrant-client local mode, image/text/fused vectors, metadata in
+    the collection) opens as an Edge shard holding the same vectors, model identity and a later version."""
+    from qdrant_client import QdrantClient, models
+
+    images, _, products = catalogue
+    legacy = QdrantClient(path=str(settings.legacy_qdrant_path))
+    legacy.create_collection(
+        "products",
+        vectors_config={
+            "image": models.VectorParams(size=DIM, distance=models.Distance.DOT),
+            "text": models.VectorParams(size=DIM, distance=models.Distance.DOT),
+            "fused": models.VectorParams(size=2 * DIM, distance=models.Distance.DOT),
+        },
+        metadata={"model_identity": card().identity, "model_name": "test model (fp32)", "catalog_version": 4},
+    )
+    legacy.upsert(
+        "products",
+        [
+            models.PointStruct(
+                id=__import__("pipeline.storage.vectors", fromlist=["point_id"]).point_id(p.product_id),
+                vector={"image": p.image.tolist(), "text": p.text.tolist(), "fused": [0.0] * (2 * DIM)},
+                payload={"product_id": p.product_id, **p.payload},
+            )
+            for p in products[:50]
+        ],
+    )
+    legacy.close()
+    store = open_vector_store(settings)
+    try:
+        info = store.info()
+        assert info.model_identity == card().identity and info.catalog_version == 5 and store.count() == 50
+        ids, vectors = store.all_vectors("image")
+        np.testing.assert_allclose(vectors, images[[int(p[1:]) for p in ids]], atol=1e-6)
+        assert store.content_hashes(["p3"]) == {"p3": "h3"}
+        store.check_model(card())
+    finally:
+        store.close()
+    again = open_vector_store(settings)  # migrated once: the old folder is marked, not read again
+    try:
+        assert again.info().collection_id == info.collection_id
+    finally:
+        again.close()
