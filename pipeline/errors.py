@@ -27,5 +27,9 @@ class ModelNotFound(PipelineError):
     """No usable model in the model repository, or the model source cannot be read."""
 
 
+class ExportMismatch(ModelNotFound):
+    """An exported ONNX graph does not reproduce the torch network it came from: the build is not installed."""
+
+
 class CatalogError(PipelineError):
     """The catalogue file as a whole cannot be read (a single bad row is reported, not raised)."""

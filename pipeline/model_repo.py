@@ -30,6 +30,15 @@ DEFAULT_THRESHOLDS = {"image": {"match": 0.9, "similar": 0.75}, "text": {"match"
 DEFAULT_TEXT_WEIGHT = 0.5
 
 
+# The Triton model config parameter that carries ``ModelCard.identity`` (the client checks it against its own card).
+IDENTITY_PARAMETER = "model_identity"
+
+
+def text_sequence_dim(card: ModelCard) -> int:
+    """Triton's sequence dimension for ``clip_text``: -1 (any length) or the length the graph was exported with."""
+    return -1 if card.text_dynamic_length else card.text_max_length
+
+
 def onnx_path(repo: Path, model: str) -> Path:
     return Path(repo) / model / "1" / "model.onnx"
 

@@ -80,12 +80,15 @@ class IndexTuning:
     """How the collection is indexed and searched; chosen by ``bench/vector_scale.py`` (see bench/README.md); the
     vector stores take it from ``Settings.index_tuning``."""
 
-    storage: str = "ram"  # "ram": float32 in RAM; "disk": float32 memory-mapped; "int8": int8 in RAM + float32 on disk
-    hnsw_m: int = 16
-    hnsw_ef_construct: int = 100
-    hnsw_ef: int = 128
-    exact_below: int = 20_000  # products per segment under which no HNSW is built: brute force is as fast, and exact
-    oversampling: float = 2.0  # int8: candidates rescored with the float32 vectors, as a multiple of k
+    # "int8": int8 copies in RAM searched first, float32 originals on disk for rescoring (100k products: same recall as
+    # float32 in RAM, 3x faster queries and builds, 360 instead of 610 MiB; 1M: 1.7 GiB); "ram": float32 in RAM;
+    # "disk": float32 memory-mapped only.
+    storage: str = "int8"
+    hnsw_m: int = 32  # 16 lost 5 points of recall at 100k for the same query time
+    hnsw_ef_construct: int = 100  # 200 added 1.5 points at 100k for twice the build time
+    hnsw_ef: int = 256  # recall@10 0.96-0.97 at 1M (0.78-0.89 at 128); 1.0 ms a query at 100k
+    exact_below: int = 15_000  # products per segment under which no HNSW is built: brute force is as fast, and exact
+    oversampling: float = 4.0  # int8: candidates rescored with the float32 vectors, as a multiple of k (2: 0.98 cap)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.storage.mongo_server import free_port
+from pipeline.ports import free_port
 from tests.support.app_fixtures import launch
 
 from .conftest import REPO_ROOT

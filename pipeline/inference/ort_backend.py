@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import model_repo as mr
 from ..errors import ModelMismatch, ModelNotFound
+from .onnx_session import cpu_session
 
 
 class OrtBackend:
@@ -29,20 +30,12 @@ class OrtBackend:
             with self._lock:
                 session = self._sessions.get(model)
                 if session is None:
-                    import onnxruntime as ort
-
                     path = mr.onnx_path(self.repo, model)
                     if not path.is_file():
                         raise ModelNotFound(
                             f"{path} is missing; build the model with 'python -m pipeline build-model'."
                         )
-                    options = ort.SessionOptions()
-                    # Two towers = two intra-op pools; spinning after a run, each steals the other's cores (and the
-                    # vector search's): alternating text and photo queries ran 1.7x slower (bench/README.md).
-                    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                    if self.threads:
-                        options.intra_op_num_threads = self.threads
-                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                    session = cpu_session(path, self.threads)
                     self._sessions[model] = session
         return session
 

@@ -24,7 +24,6 @@ import numpy as np
 
 from .. import model_repo as mr
 from ..errors import BackendUnavailable, ModelMismatch, PipelineError
-from ..model_build.triton_repo import IDENTITY_PARAMETER, text_sequence_dim
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -198,7 +197,7 @@ class TritonBackend:
         """Both models ready, and their tensors (names, dtypes, shapes) and identity match the local model card."""
         expected = {
             mr.TEXT_MODEL: (
-                {name: ("INT64", [-1, text_sequence_dim(card)]) for name in mr.TEXT_INPUTS},
+                {name: ("INT64", [-1, mr.text_sequence_dim(card)]) for name in mr.TEXT_INPUTS},
                 {mr.OUTPUT: ("FP32", [-1, card.embedding_dim])},
             ),
             mr.VISUAL_MODEL: (
@@ -224,7 +223,8 @@ class TritonBackend:
                         f"model card ({card.label}) expects {_describe(want)}; restart Triton on the model repository "
                         "that was built with this model, or rebuild it."
                     )
-            identity = self._model_config(model).get("parameters", {}).get(IDENTITY_PARAMETER, {}).get("string_value")
+            parameters = self._model_config(model).get("parameters", {})
+            identity = parameters.get(mr.IDENTITY_PARAMETER, {}).get("string_value")
             if identity and identity != card.identity:
                 raise ModelMismatch(
                     f"Triton at {self.url} serves other weights for {model} (model identity {identity}) than the "

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import model_repo as mr
-from ..errors import ModelNotFound, PipelineError
+from ..errors import ExportMismatch, ModelNotFound, PipelineError
+from ..inference.onnx_session import cpu_session
 from ..progress import step
 from ..settings import DEFAULT_MODEL_SOURCE
 from .triton_repo import write_clip_models
@@ -23,10 +24,6 @@ from .triton_repo import write_clip_models
 PRECISIONS = ("fp32", "fp16", "int8")
 OPSET = 18
 PARITY_ATOL = 1e-4
-
-
-class ExportMismatch(PipelineError):
-    """The ONNX graph does not reproduce the torch network."""
 
 
 def _load_clip(source: str, revision: str | None):
@@ -151,10 +148,7 @@ def shortest_padding(text_in: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([mr.OUTPUT], inputs)[0]
+    return cpu_session(path).run([mr.OUTPUT], inputs)[0]
 
 
 def check_parity(path: Path, inputs: dict[str, np.ndarray], reference: np.ndarray, what: str) -> float:

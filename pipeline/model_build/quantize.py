@@ -15,15 +15,13 @@ import numpy as np
 
 from .. import model_repo as mr
 from ..errors import PipelineError
+from ..inference.onnx_session import cpu_session
 
 MIN_COSINE = {"fp16": 0.999, "int8": 0.95}
 
 
 def _embed(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([mr.OUTPUT], inputs)[0]
+    return cpu_session(path).run([mr.OUTPUT], inputs)[0]
 
 
 def quantize_tower(path: Path, precision: str, check_inputs: dict[str, np.ndarray]) -> float:

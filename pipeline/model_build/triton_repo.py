@@ -18,7 +18,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model_repo import OUTPUT, TEXT_INPUTS, TEXT_MODEL, VISUAL_INPUT, VISUAL_MODEL, ModelCard
+from ..model_repo import (
+    IDENTITY_PARAMETER,
+    OUTPUT,
+    TEXT_INPUTS,
+    TEXT_MODEL,
+    VISUAL_INPUT,
+    VISUAL_MODEL,
+    ModelCard,
+    text_sequence_dim,
+)
 
 #: file copied to ``<model>/1/model.py`` for the Python backend
 PYTHON_MODEL_SOURCE = Path(__file__).resolve().parents[1] / "inference" / "triton_python_model.py"
@@ -34,7 +43,6 @@ BACKENDS = ("python", "onnxruntime")
 DEFAULT_QUEUE_DELAY_US = 100
 
 #: Triton string parameter holding ``ModelCard.identity``: lets a client tell which weights a running server holds
-IDENTITY_PARAMETER = "model_identity"
 
 _DATA_TYPES = {"TYPE_FP32", "TYPE_FP16", "TYPE_INT64", "TYPE_INT32", "TYPE_INT8", "TYPE_UINT8", "TYPE_BOOL"}
 
@@ -55,11 +63,6 @@ class TensorSpec:
     def to_pbtxt(self) -> str:
         dims = ", ".join(str(d) for d in self.dims)
         return f'  {{\n    name: "{self.name}"\n    data_type: {self.data_type}\n    dims: [ {dims} ]\n  }}'
-
-
-def text_sequence_dim(card: ModelCard) -> int:
-    """Triton's sequence dimension for ``clip_text``: -1 (any length) or the length the graph was exported with."""
-    return -1 if card.text_dynamic_length else card.text_max_length
 
 
 def text_specs(card: ModelCard) -> tuple[list[TensorSpec], list[TensorSpec]]:

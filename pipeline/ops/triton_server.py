@@ -41,6 +41,7 @@ from typing import Self
 
 from ..errors import PipelineError
 from ..model_repo import TEXT_MODEL, VISUAL_MODEL
+from ..ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = "scripts/setup_triton_venv.sh"
@@ -145,12 +146,6 @@ def _find_install_cached(venv: Path) -> TritonInstall:
 def find_install(venv: Path | None = None) -> TritonInstall:
     """Locate the bundled server in the Triton venv, or raise ``TritonNotInstalled`` naming the setup script."""
     return _find_install_cached(Path(venv or triton_venv()).resolve())
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _check_port_free(host: str, port: int, what: str) -> None:

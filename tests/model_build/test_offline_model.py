@@ -233,8 +233,8 @@ def test_a_swish_network_fails_the_check(built: Built, tmp_path: Path) -> None:
 
 
 def test_missing_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pipeline.model_build import offline_model as om
     from pipeline.errors import ModelNotFound
+    from pipeline.model_build import offline_model as om
 
     real = importlib.metadata.version
 

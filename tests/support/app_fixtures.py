@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from pipeline.ingestion.ingest import ingest
+from pipeline.ports import free_port
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
-from pipeline.storage.mongo_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CATALOG = REPO_ROOT / "assets" / "demo_catalog" / "catalog.jsonl"

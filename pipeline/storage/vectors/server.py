@@ -99,9 +99,7 @@ class ServerVectorStore(VectorStore):
                     )
                     for name in VECTOR_NAMES
                 },
-                hnsw_config=models.HnswConfigDiff(
-                    m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=threshold_kb
-                ),
+                hnsw_config=models.HnswConfigDiff(m=t.hnsw_m, ef_construct=t.hnsw_ef_construct),
                 optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold_kb),
                 quantization_config=quantization,
                 metadata=info.to_dict(),
