@@ -1,7 +1,8 @@
-"""The app's own settings (server, share link, login, concurrency), read from environment variables in this one place.
+"""The app's own settings (server, share link, login, concurrency), on top of ``pipeline.settings``.
 
-The pipeline's settings (model, Triton, Qdrant, MongoDB, upload size...) stay in ``pipeline.settings.Settings``; this
-module only adds what the page needs. Tests build an ``AppConfig`` directly or with ``from_env(env)``.
+The pipeline's settings (model, Triton, Qdrant, MongoDB, upload size...) are ``pipeline.settings.Settings``; this
+module only adds what the page needs, parsed by the same functions and failing with the same ``SettingsError``. Tests
+build an ``AppConfig`` directly or with ``from_env(env)``.
 """
 
 from __future__ import annotations
@@ -11,36 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pipeline.settings import SettingsError, env_flag, env_int
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CATALOG = REPO_ROOT / "assets" / "demo_catalog" / "catalog.jsonl"
-TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"", "0", "false", "no", "off"}
-
-
-class ConfigError(ValueError):
-    """An app environment variable has a value the app cannot use; ``str(err)`` says which and why."""
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in TRUE_WORDS:
-        return True
-    if raw in FALSE_WORDS:
-        return False
-    raise ConfigError(f"{name}={env[name]!r} is not understood: use 1 or 0.")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range: use a number from {low} to {high}.")
-    return value
 
 
 def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -49,7 +24,7 @@ def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
         return None
     user, sep, password = raw.partition(":")
     if not sep or not user or not password:
-        raise ConfigError("GRADIO_AUTH must look like user:password (both parts non-empty).")
+        raise SettingsError("GRADIO_AUTH must look like user:password (both parts non-empty).")
     return user, password
 
 
@@ -59,7 +34,7 @@ class AppConfig:
     server_port: int = 7860
     share: bool = False
     auth: tuple[str, str] | None = None
-    # Events the queue runs at once. The pipeline's parts are thread-safe (Qdrant local mode behind its lock, one
+    # Events the queue runs at once. The pipeline's parts are thread-safe (the vector store behind its lock, one
     # Triton client per thread), so this only bounds CPU use and memory; a small number suits a small CPU machine.
     concurrency: int = 4
     queue_size: int = 64
@@ -72,12 +47,12 @@ class AppConfig:
         env = os.environ if env is None else env
         return cls(
             server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0",
-            server_port=_int(env, "GRADIO_SERVER_PORT", 7860, 1, 65535),
-            share=_flag(env, "GRADIO_SHARE"),
+            server_port=env_int(env, "GRADIO_SERVER_PORT", 7860, 1, 65535),
+            share=env_flag(env, "GRADIO_SHARE"),
             auth=_auth(env),
-            concurrency=_int(env, "GRADIO_CONCURRENCY", 4, 1, 64),
-            queue_size=_int(env, "GRADIO_QUEUE_SIZE", 64, 1, 10_000),
-            default_top_k=_int(env, "APP_TOP_K", 8, 1, 100),
+            concurrency=env_int(env, "GRADIO_CONCURRENCY", 4, 1, 64),
+            queue_size=env_int(env, "GRADIO_QUEUE_SIZE", 64, 1, 10_000),
+            default_top_k=env_int(env, "APP_TOP_K", 8, 1, 100),
         )
 
     def with_(self, **changes: object) -> AppConfig:

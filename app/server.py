@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.service import Pipeline
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsError
 
 from . import handlers as h
-from .config import AppConfig, ConfigError
+from .config import AppConfig
 
 log = logging.getLogger("app")
 SHARE_PROBE_TIMEOUT_S = 5.0
@@ -133,7 +133,7 @@ def main() -> int:
     try:
         config = AppConfig.from_env()
         settings = Settings.from_env()
-    except (ConfigError, ValueError) as err:
+    except SettingsError as err:
         print(f"app: {err}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop)

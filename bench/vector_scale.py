@@ -739,9 +739,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         return child_main(args.one)
 
-    from pipeline.settings import apply_process_defaults
-
-    apply_process_defaults()  # one BLAS thread, as the app runs; set here so every child starts with it
     sizes = args.sizes or ([2000, 5000] if args.smoke else [10_000, 100_000, 1_000_000])
     dims = args.dims or ([64] if args.smoke else [512, 1664])
     queries = args.queries or (30 if args.smoke else 200)

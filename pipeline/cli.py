@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .ops import evaluate, triton_server
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 
 def _build_model(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,12 +199,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # before the arguments, so a bad setting is one sentence for every command, --help included
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return args.run(args, Settings.from_env())
+        return args.run(args, settings)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,9 @@ class SettingsError(PipelineError):
     """An environment variable holds a value the pipeline cannot use; the message names it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+# The parsers every setting goes through (the app's own settings in app/config.py too): each failure is one sentence
+# that names the variable.
+def env_int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -33,12 +35,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
-    if value < low:
-        raise SettingsError(f"{name}={value} is too small: use {low} or more.")
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise SettingsError(f"{name}={value} is out of range: use a number {bounds}.")
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+def env_float(env: Mapping[str, str], name: str, default: float | None, low: float | None = None) -> float | None:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -48,17 +51,33 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         raise SettingsError(f"{name}={raw!r} is not a number.") from None
     if not math.isfinite(value):
         raise SettingsError(f"{name}={raw!r} is not a finite number.")
+    if low is not None and value < low:
+        raise SettingsError(f"{name}={raw!r} is out of range: use a number of at least {low:g}.")
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or default
     if raw not in choices:
-        raise SettingsError(f"{name}={raw!r} is not one of {', '.join(choices)}.")
+        words = ", ".join(c or "(unset)" for c in choices)
+        raise SettingsError(f"{name}={raw!r} is not understood: use one of {words}.")
     return raw
 
 
-def _opt(env: Mapping[str, str], name: str) -> str | None:
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise SettingsError(f"{name}={env[name]!r} is not understood: use 1 or 0.")
+
+
+def env_text(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name, "").strip()
     return raw or None
 
@@ -99,6 +118,7 @@ class Settings:
     triton_url: str | None = None
     triton_fallback: str | None = None  # "local": fall back to in-process inference when Triton is lost
     triton_timeout_s: float = 30.0
+    triton_venv: Path | None = None  # the venv with tritonserver; None: .venv-triton beside the code
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_collection: str = "products"
@@ -120,24 +140,25 @@ class Settings:
         return cls(
             data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
             model_repository=Path(env.get("MODEL_REPOSITORY", "").strip() or "model_repository"),
-            model_source=_opt(env, "MODEL_SOURCE"),
-            triton_url=_opt(env, "TRITON_URL"),
-            triton_fallback=_opt(env, "TRITON_FALLBACK"),
-            triton_timeout_s=_float(env, "TRITON_TIMEOUT_S", 30.0),
-            qdrant_url=_opt(env, "QDRANT_URL"),
-            qdrant_api_key=_opt(env, "QDRANT_API_KEY"),
+            model_source=env_text(env, "MODEL_SOURCE"),
+            triton_url=env_text(env, "TRITON_URL"),
+            triton_fallback=env_choice(env, "TRITON_FALLBACK", "", ("", "local")) or None,
+            triton_venv=Path(env["TRITON_VENV"].strip()).expanduser() if env_text(env, "TRITON_VENV") else None,
+            triton_timeout_s=env_float(env, "TRITON_TIMEOUT_S", 30.0, low=0.1),
+            qdrant_url=env_text(env, "QDRANT_URL"),
+            qdrant_api_key=env_text(env, "QDRANT_API_KEY"),
             qdrant_collection=_collection(env),
-            vector_storage=_choice(env, "VECTOR_STORAGE", IndexTuning.storage, VECTOR_STORAGES),
-            hnsw_ef=_int(env, "QDRANT_HNSW_EF", IndexTuning.hnsw_ef, low=1),
-            mongodb_uri=_opt(env, "MONGODB_URI"),
-            mongo_timeout_ms=_int(env, "MONGO_TIMEOUT_MS", 3000),
-            cache_size_mb=_int(env, "CACHE_SIZE_MB", 256),
-            max_text_chars=_int(env, "MAX_TEXT_CHARS", 1000),
-            max_image_mb=_float(env, "MAX_IMAGE_MB", 20.0),
-            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000),
-            ingest_batch_size=_int(env, "INGEST_BATCH_SIZE", 32),
-            match_threshold=_float(env, "MATCH_THRESHOLD", None),
-            similar_threshold=_float(env, "SIMILAR_THRESHOLD", None),
+            vector_storage=env_choice(env, "VECTOR_STORAGE", IndexTuning.storage, VECTOR_STORAGES),
+            hnsw_ef=env_int(env, "QDRANT_HNSW_EF", IndexTuning.hnsw_ef, low=1),
+            mongodb_uri=env_text(env, "MONGODB_URI"),
+            mongo_timeout_ms=env_int(env, "MONGO_TIMEOUT_MS", 3000, low=1),
+            cache_size_mb=env_int(env, "CACHE_SIZE_MB", 256, low=1),
+            max_text_chars=env_int(env, "MAX_TEXT_CHARS", 1000, low=1),
+            max_image_mb=env_float(env, "MAX_IMAGE_MB", 20.0, low=0.01),
+            max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 40_000_000, low=1),
+            ingest_batch_size=env_int(env, "INGEST_BATCH_SIZE", 32, low=1, high=4096),
+            match_threshold=env_float(env, "MATCH_THRESHOLD", None),
+            similar_threshold=env_float(env, "SIMILAR_THRESHOLD", None),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -55,3 +55,11 @@ def test_benchmark_runs_and_prints_its_table(name, model_repo, tmp_path):
     assert result["benchmark"] == name
     assert result["rows"] and all(len(row) == len(result["headers"]) for row in result["rows"])
     assert result["machine"]["cores"] >= 1
+
+
+def test_benchmarks_run_with_the_apps_process_defaults():
+    """``import bench`` sets them before numpy loads, so a benchmark's BLAS runs as the app's does (one thread)."""
+    code = "import bench, numpy, os; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert proc.stdout.strip() == "1", proc.stderr

@@ -8,9 +8,12 @@ against the torch network, so a failed build never leaves a half-written reposit
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -26,14 +29,38 @@ OPSET = 18
 PARITY_ATOL = 1e-4
 
 
+def hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None. One quick connection attempt: without it,
+    huggingface_hub retries for ~30 s and prints each retry twice before giving up."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{host} cannot be reached: {err.strerror or err}"
+    return None
+
+
+def _hub_error(source: str, why: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"Could not download '{source}' from the Hugging Face hub ({why}). "
+        "Use a local CLIP folder saved with save_pretrained (--source /path/to/clip), "
+        "or the packaged offline model (--source offline)."
+    )
+
+
 def _load_clip(source: str, revision: str | None):
     """Load model + tokenizer + processor from a local folder or a hub id; one clear sentence when that fails."""
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-
     local = Path(source).expanduser()
     is_local = local.is_dir()
     if not is_local and (source.startswith((".", "/", "~")) or local.suffix):
         raise ModelNotFound(f"The model folder {source} does not exist.")
+    if not is_local and (why := hub_unreachable()):
+        raise _hub_error(source, why)
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
     where = str(local if is_local else source)
     kwargs = {} if is_local else {"revision": revision or "main"}
     try:
@@ -46,11 +73,7 @@ def _load_clip(source: str, revision: str | None):
                 f"{source} is not a CLIP checkpoint saved with save_pretrained (config, weights, tokenizer and "
                 f"preprocessor files): {str(err).splitlines()[0]}"
             ) from err
-        raise ModelNotFound(
-            f"Could not download '{source}' from the Hugging Face hub (no connection to the hub from here). "
-            "Use a local CLIP folder saved with save_pretrained (--source /path/to/clip), "
-            "or the packaged offline model (--source offline)."
-        ) from err
+        raise _hub_error(source, str(err).splitlines()[0][:200]) from err
     if is_local:
         digest = hashlib.sha256()
         for weights in sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"}):

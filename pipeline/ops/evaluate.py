@@ -28,7 +28,7 @@ from ..errors import PipelineError
 from ..ingestion.ingest import ingest
 from ..model_repo import ModelCard
 from ..progress import counter, step
-from ..query.matcher import level_for
+from ..query.matcher import level_for, level_thresholds
 from ..query.preprocess import load_image
 from ..service import Pipeline
 from ..settings import Settings
@@ -213,9 +213,10 @@ def calibrate(results: list[Ranked]) -> dict[str, dict[str, float]]:
     return thresholds
 
 
-def _relabel(results: list[Ranked], card: ModelCard) -> None:
+def _relabel(results: list[Ranked], card: ModelCard, settings: Settings) -> None:
+    """Levels as the matcher gives them (the card's thresholds unless MATCH_THRESHOLD / SIMILAR_THRESHOLD are set)."""
     for r in results:
-        match_t, similar_t = card.threshold(r.query.kind)
+        match_t, similar_t = level_thresholds(card, settings, r.query.kind)
         r.levels = [level_for(s, match_t, similar_t) for s in r.scores]
 
 
@@ -290,7 +291,7 @@ def run(
             found = calibrate(results)
             card.thresholds = {**card.thresholds, **found}
             card.save(pipe.settings.model_repository)
-            _relabel(results, card)
+            _relabel(results, card, pipe.settings)
             report["calibrated_thresholds"] = found
             report["levels_after_calibration"] = level_confusion(results)
     return report

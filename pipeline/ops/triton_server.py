@@ -94,9 +94,10 @@ class TritonInstall:
 
 
 def triton_venv() -> Path:
-    """``$TRITON_VENV``, else ``<repo root>/.venv-triton``."""
-    raw = os.environ.get("TRITON_VENV", "").strip()
-    return Path(raw).expanduser() if raw else ROOT / ".venv-triton"
+    """``TRITON_VENV`` (read by ``pipeline.settings``), else ``<repo root>/.venv-triton``."""
+    from ..settings import Settings
+
+    return Settings.from_env().triton_venv or ROOT / ".venv-triton"
 
 
 @functools.lru_cache(maxsize=4)

@@ -209,17 +209,19 @@ class Matcher:
             # answer may mix old and new products.
             if docs is not None and not collection.writing:
                 cache.set(rkey, rows)
-        match_t, similar_t = self._thresholds(kind)
+        match_t, similar_t = level_thresholds(self.pipeline.card, self.settings, kind)
         matches = [_to_match(pid, score, doc, match_t, similar_t) for pid, score, doc in rows]
         return MatchResult(kind, matches, cached is not None, {}, version, warnings)
 
-    def _thresholds(self, kind: str) -> tuple[float, float]:
-        match_t, similar_t = self.pipeline.card.threshold(kind)
-        if self.settings.match_threshold is not None:
-            match_t = self.settings.match_threshold
-        if self.settings.similar_threshold is not None:
-            similar_t = self.settings.similar_threshold
-        return match_t, similar_t
+
+def level_thresholds(card, settings, kind: str) -> tuple[float, float]:
+    """(match, similar) for ``kind``: the model card's, unless MATCH_THRESHOLD / SIMILAR_THRESHOLD override them."""
+    match_t, similar_t = card.threshold(kind)
+    if settings.match_threshold is not None:
+        match_t = settings.match_threshold
+    if settings.similar_threshold is not None:
+        similar_t = settings.similar_threshold
+    return match_t, similar_t
 
 
 def _check_top_k(top_k: object) -> int:

@@ -19,9 +19,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 
 from app import handlers as h
-from app.config import AppConfig, ConfigError
+from app.config import AppConfig
 from pipeline.errors import InvalidInput
 from pipeline.query.matcher import Match, MatchResult
+from pipeline.settings import SettingsError
 from pipeline.storage.vectors import Filters
 
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
@@ -343,5 +344,5 @@ def test_app_config_from_env():
     assert "b:c" not in repr(config)
     assert AppConfig.from_env({}) == AppConfig()
     for env in ({"GRADIO_SHARE": "maybe"}, {"GRADIO_SERVER_PORT": "http"}, {"GRADIO_CONCURRENCY": "0"}):
-        with pytest.raises(ConfigError):
+        with pytest.raises(SettingsError):
             AppConfig.from_env(env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,6 +119,26 @@ def test_unreachable_hub_names_the_alternatives(tmp_path, monkeypatch):
     message = str(err.value)
     assert "hub" in message and "--source offline" in message and "local CLIP folder" in message
     assert "\n" not in message
+
+
+def test_no_route_to_the_hub_is_said_at_once(tmp_path):
+    """Without HF_HUB_OFFLINE, on a machine with no route to the hub (this one, or an endpoint nothing listens on):
+    one sentence, and huggingface_hub's retry loop (30 s, each retry printed twice) never starts."""
+    import subprocess
+    import sys
+
+    from pipeline.ports import free_port
+
+    from ..conftest import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    args = ["build-model", "--source", "openai/clip-vit-base-patch32", "--out", str(tmp_path / "m")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "cannot be reached" in proc.stderr, proc.stderr
+    assert proc.stderr.count("Could not download") == 1 and "Retrying" not in proc.stderr
 
 
 def test_card_round_trip(model_repo, tmp_path):
