@@ -117,3 +117,18 @@ def test_check_accepts_float_level_ties_and_nothing_else():
     assert ev.ranking_errors(ev.Ranked(q, ["a", "c", "b"], [0.50001, 0.4, 0.5]), ref)  # 0.1 apart: wrong order
     assert ev.ranking_errors(ev.Ranked(q, ["a", "b", "d"], [0.50001, 0.5, 0.3]), ref)  # d is not in the top 3
     assert ev.ranking_errors(ev.Ranked(q, ["c", "b", "a"], [0.50001, 0.5, 0.4]), ref)  # ids swapped under scores
+
+
+def test_check_over_hnsw_reports_recall_and_still_checks_every_score():
+    """Over an HNSW index a missed neighbour is reported as recall against exact search, not as a failure; a score
+    that is not the product's true score fails either way."""
+    q = ev.Query(1, "image", "x", {"a"})
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    ref = ev.Reference(["a", "b", "c", "d"], scores, ev.Ranked(q, ["a", "b"], [0.9, 0.8]))
+    approximate = [ev.Ranked(q, ["a", "c"], [0.9, 0.7])]  # HNSW missed b
+    check = ev._compare(approximate, [ref], exact=False)
+    assert check["ok"] and check["recall_vs_exact"] == 0.5 and check["queries_differing"] == 1
+    with pytest.raises(ev.CheckFailed):
+        ev._compare(approximate, [ref], exact=True)
+    with pytest.raises(ev.CheckFailed):
+        ev._compare([ev.Ranked(q, ["a", "c"], [0.9, 0.8])], [ref], exact=False)  # c does not score 0.8
