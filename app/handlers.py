@@ -16,8 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import InvalidInput, PipelineError
-from pipeline.query.matcher import LEVEL_WORDS, Match, MatchResult
-from pipeline.storage.vectors import Filters
+from pipeline.query.types import LEVEL_WORDS, Filters, Match, MatchResult
 
 log = logging.getLogger("app")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from pipeline.errors import PipelineError
-from pipeline.storage.vectors import Filters
+from pipeline.query.types import Filters
 
 from . import handlers as h
 from .config import AppConfig

@@ -38,7 +38,7 @@ def _build_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _filters(args: argparse.Namespace):
-    from .storage.vectors import Filters
+    from .query.types import Filters
 
     return Filters(
         categories=tuple(args.category or ()),
@@ -80,7 +80,7 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from .query.matcher import LEVEL_WORDS
+    from .query.types import LEVEL_WORDS
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:

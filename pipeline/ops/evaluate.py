@@ -28,8 +28,9 @@ from ..errors import PipelineError
 from ..ingestion.ingest import ingest
 from ..model_repo import ModelCard
 from ..progress import counter, step
-from ..query.matcher import level_for, level_thresholds
+from ..query.matcher import level_thresholds
 from ..query.preprocess import load_image
+from ..query.types import level_for
 from ..service import Pipeline
 from ..settings import Settings
 

@@ -10,61 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendUnavailable, InvalidInput, PipelineError
-from ..storage.vectors.types import Filters
 from .preprocess import ImageSource, clean_text, load_image
-
-LEVEL_WORDS = {"match": "Match", "similar": "Similar product", "none": "No close match"}
-
-
-@dataclass
-class Match:
-    id: str
-    name: str
-    brand: str | None
-    category: str | None
-    price: float | None
-    score: float
-    level: str
-    image: str | None
-    metadata: dict = field(default_factory=dict)
-
-    def to_json(self, with_metadata: bool = False) -> dict:
-        data = asdict(self)
-        if not with_metadata:
-            data.pop("metadata")
-        return data
-
-
-@dataclass
-class MatchResult:
-    kind: str
-    matches: list[Match]
-    cache_hit: bool
-    timings_ms: dict[str, float]
-    catalog_version: int
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def best_level(self) -> str:
-        levels = {m.level for m in self.matches}
-        return "match" if "match" in levels else "similar" if "similar" in levels else "none"
-
-    def to_json(self, with_metadata: bool = False) -> dict:
-        return {
-            "kind": self.kind,
-            "matches": [m.to_json(with_metadata) for m in self.matches],
-            "best_level": self.best_level,
-            "cache_hit": self.cache_hit,
-            "timings_ms": self.timings_ms,
-            "catalog_version": self.catalog_version,
-            "warnings": self.warnings,
-        }
+from .types import Filters, Match, MatchResult, level_for
 
 
 class Matcher:
@@ -232,12 +184,6 @@ def _check_top_k(top_k: object) -> int:
     if not 1 <= k <= 100:
         raise InvalidInput("Ask for between 1 and 100 results.")
     return k
-
-
-def level_for(score: float, match_t: float, similar_t: float) -> str:
-    """Thresholds are short decimals; float32 scores a hair below them (0.99999994 for 1.0) still reach them."""
-    score += 1e-6
-    return "match" if score >= match_t else "similar" if score >= similar_t else "none"
 
 
 def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_t: float) -> Match:

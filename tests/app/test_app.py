@@ -21,9 +21,8 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from app import handlers as h
 from app.config import AppConfig
 from pipeline.errors import InvalidInput
-from pipeline.query.matcher import Match, MatchResult
+from pipeline.query.types import Filters, Match, MatchResult
 from pipeline.settings import SettingsError
-from pipeline.storage.vectors import Filters
 
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
 

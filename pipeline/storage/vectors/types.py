@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...query.types import Filters
+
+__all__ = ["Filters"]  # the query's filters, turned into each engine's conditions by the adapters
+
 ID_NAMESPACE = uuid.UUID("8f5d3a52-8a3e-4c55-9d5b-3f0a2c1f7e11")
 VECTOR_NAMES = ("image", "text")
 # What each point carries besides its vectors: enough to answer when MongoDB is down, and to filter and facet.
@@ -19,39 +23,6 @@ FACET_FIELDS = ("category", "brand", "color")
 def point_id(product_id: str) -> str:
     """Qdrant wants an int or UUID; product ids are arbitrary strings, so derive a stable UUID."""
     return str(uuid.uuid5(ID_NAMESPACE, product_id))
-
-
-@dataclass(frozen=True)
-class Filters:
-    categories: tuple[str, ...] = ()
-    brands: tuple[str, ...] = ()
-    colors: tuple[str, ...] = ()
-    min_price: float | None = None
-    max_price: float | None = None
-
-    def key(self) -> tuple:
-        return (
-            tuple(sorted(self.categories)),
-            tuple(sorted(self.brands)),
-            tuple(sorted(self.colors)),
-            self.min_price,
-            self.max_price,
-        )
-
-    @property
-    def keyword_conditions(self) -> list[tuple[str, tuple[str, ...]]]:
-        """(payload field, accepted values) for each keyword filter that is set; each engine builds its own types."""
-        pairs = (("category", self.categories), ("brand", self.brands), ("color", self.colors))
-        return [(name, values) for name, values in pairs if values]
-
-    @property
-    def price_range(self) -> tuple[float | None, float | None] | None:
-        if self.min_price is None and self.max_price is None:
-            return None
-        return self.min_price, self.max_price
-
-    def __bool__(self) -> bool:
-        return bool(self.keyword_conditions) or self.price_range is not None
 
 
 @dataclass
