@@ -51,6 +51,23 @@ def model_repo(tmp_path_factory, clip_folder) -> Path:
 
 
 @pytest.fixture(scope="session")
+def offline_repo(tmp_path_factory) -> Path:
+    """The offline model (packaged MiniLM + EfficientNet-Lite0) as ``build-model --source offline`` writes it, once per
+    session (~15 s); skipped where its packages are not installed."""
+    from pipeline.errors import ModelNotFound
+
+    try:
+        from pipeline.model_build.offline_model import sources
+
+        sources()  # ModelNotFound names the package that is missing
+    except (ImportError, ModelNotFound) as err:
+        pytest.skip(f"the offline model cannot be built here: {err}")
+    out = tmp_path_factory.mktemp("offline-models") / "model_repository"
+    build_model(source="offline", out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
     server = LocalMongoServer(tmp_path_factory.mktemp("mongo"))
     server.start()
