@@ -33,10 +33,17 @@ def warm_up(pipe: Pipeline) -> list[str]:
     anyway: parts are created on first use, so a query after the problem is fixed (an ingest that held the local
     index folder has finished, MongoDB is back) works, and until then each query says what is wrong.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
 
     started = time.perf_counter()
-    card = pipe.card  # loads the model card, the preprocessors and the inference backend (ModelNotFound: fatal)
+    # MongoDB (the local server takes ~0.7 s to start) and the vector store open while the model loads.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm-up") as pool:
+        stores = [pool.submit(lambda: pipe.store.count()), pool.submit(lambda: pipe.index.count())]
+        card = pipe.card  # the model card, the preprocessors and the inference backend (ModelNotFound: fatal)
+        for future in stores:
+            future.exception()  # waited for; their errors are reported below
     pipe.encoder.encode_texts(["warm-up"])
     pipe.encoder.encode_images([Image.new("RGB", (card.image_size, card.image_size))])
     problems: list[str] = []

@@ -18,12 +18,19 @@ class Pipeline:
         self.settings = settings or Settings.from_env()
         self.serving = serving
         self._lock = threading.RLock()
+        self._part_locks: dict[str, threading.RLock] = {}
         self._mongo_server = None
         self._closed = False
 
-    # Every part goes through _once so that two threads asking at the same time build it only once.
+    # Every part goes through _once so that two threads asking at the same time build it only once; each part has a
+    # lock of its own, so building one (starting MongoDB) does not hold up another (loading the model) meanwhile.
     def _once(self, name: str, make):
+        part = self.__dict__.get(name)
+        if part is not None:
+            return part
         with self._lock:
+            lock = self._part_locks.setdefault(name, threading.RLock())
+        with lock:
             if name not in self.__dict__:
                 self.__dict__[name] = make()
             return self.__dict__[name]

@@ -13,7 +13,8 @@ from .onnx_session import cpu_session
 
 
 class OrtBackend:
-    """One lazily created onnxruntime session per tower; ``InferenceSession.run`` is thread-safe, creation is locked."""
+    """One lazily created onnxruntime session per tower; ``InferenceSession.run`` is thread-safe, creation is locked
+    per tower (so both can be created at once)."""
 
     max_batch_size: int | None = None
     description = "in-process onnxruntime"
@@ -22,12 +23,12 @@ class OrtBackend:
         self.repo = Path(repo)
         self.threads = threads
         self._sessions: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._locks = {mr.TEXT_MODEL: threading.Lock(), mr.VISUAL_MODEL: threading.Lock()}  # one per tower
 
     def _session(self, model: str):
         session = self._sessions.get(model)
         if session is None:
-            with self._lock:
+            with self._locks[model]:
                 session = self._sessions.get(model)
                 if session is None:
                     path = mr.onnx_path(self.repo, model)
@@ -43,12 +44,19 @@ class OrtBackend:
         return self._session(model).run([mr.OUTPUT], inputs)[0]
 
     def check(self, card: mr.ModelCard) -> None:
-        mr.verify_files(self.repo, card)
+        """The files are the card's, and both graphs give its embedding size. The checksums and the two sessions are
+        made in parallel (onnxruntime and hashlib release the GIL): start-up waits for the slowest, not the sum."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="model-load") as pool:
+            jobs = [pool.submit(mr.verify_files, self.repo, card)]
+            jobs += [pool.submit(self._session, model) for model in (mr.TEXT_MODEL, mr.VISUAL_MODEL)]
+            for job in jobs:
+                job.result()
         for model in (mr.TEXT_MODEL, mr.VISUAL_MODEL):
             dim = self._session(model).get_outputs()[0].shape[-1]
             if isinstance(dim, int) and dim != card.embedding_dim:
                 raise ModelMismatch(f"{model} gives {dim}-d embeddings but the model card says {card.embedding_dim}.")
 
     def close(self) -> None:
-        with self._lock:
-            self._sessions.clear()
+        self._sessions.clear()

@@ -149,3 +149,19 @@ def test_card_round_trip(model_repo, tmp_path):
     assert mr.ModelCard.load(tmp_path).identity == card.identity
     with pytest.raises(ModelNotFound, match="build-model"):
         mr.ModelCard.load(tmp_path / "empty")
+
+
+def test_checksums_are_not_recomputed_for_unchanged_files_but_a_changed_file_is_caught(model_repo, tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    card = mr.ModelCard.load(repo)
+    mr.verify_files(repo, card)
+    assert json.loads((repo / mr.VERIFIED_FILE).read_text()).keys() == card.sha256.keys()
+    onnx = mr.onnx_path(repo, mr.TEXT_MODEL)
+    data = bytearray(onnx.read_bytes())
+    data[-1] ^= 0xFF  # same size; a new mtime
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(ModelNotFound, match="checksum differs"):
+        mr.verify_files(repo, card)
