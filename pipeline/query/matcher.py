@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, InvalidInput, PipelineError
-from .preprocess import ImageSource, clean_text, load_image
+from .preprocess import ImageSource, clean_text, load_image, read_image_bytes
 from .types import Filters, Match, MatchResult, level_for
 
 
@@ -36,25 +36,12 @@ class Matcher:
         def embed() -> tuple[bytes, callable]:
             if image is None or (isinstance(image, (bytes, str)) and not image):
                 raise InvalidInput("Please upload a photo of the product you are looking for.")
-            source = image
-            if isinstance(image, (str, Path)):
-                path = Path(image)
-                if not path.is_file():
-                    raise InvalidInput(f"The image {path.name} does not exist.")
-                if path.stat().st_size > self.settings.max_image_mb * 2**20:
-                    raise InvalidInput(
-                        f"The image is larger than {self.settings.max_image_mb:g} MB; please use a smaller photo."
-                    )
-                source = path.read_bytes()
             limits = (int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
-            if isinstance(source, bytes):
-                if len(source) > limits[0]:
-                    raise InvalidInput(
-                        f"The image is larger than {self.settings.max_image_mb:g} MB; please use a smaller photo."
-                    )
+            if isinstance(image, (str, Path, bytes)):
                 # The cache key is the file's bytes: a repeated photo is answered without decoding it again.
-                return source, lambda: self.pipeline.encoder.encode_images([load_image(source, *limits)])[0]
-            decoded = load_image(source, *limits)  # an in-memory picture, keyed by its pixels
+                data = read_image_bytes(image, limits[0])
+                return data, lambda: self.pipeline.encoder.encode_images([load_image(data, *limits)])[0]
+            decoded = load_image(image, *limits)  # an in-memory picture, keyed by its pixels
             raw = decoded.tobytes() + repr(decoded.size).encode()
             return raw, lambda: self.pipeline.encoder.encode_images([decoded])[0]
 

@@ -35,24 +35,31 @@ ImageSource = str | Path | bytes | Image.Image
 TEXT_LENGTH_BUCKET = 8
 
 
+def read_image_bytes(source: str | Path | bytes, max_bytes: int = 20 * 2**20) -> bytes:
+    """A photo's bytes, checked for being there and for their size before anything decodes them (the one place that
+    checks a photo's size: queries key their cache by these bytes, ingestion stores them)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidInput(f"The image {path.name} does not exist.")
+        if path.stat().st_size > max_bytes:
+            raise InvalidInput(f"The image is larger than {max_bytes / 2**20:g} MB; please use a smaller photo.")
+        data = path.read_bytes()
+    else:
+        data = source
+    if len(data) > max_bytes:
+        raise InvalidInput(f"The image is larger than {max_bytes / 2**20:g} MB; please use a smaller photo.")
+    if not data:
+        raise InvalidInput("The image file is empty.")
+    return data
+
+
 def load_image(source: ImageSource, max_bytes: int = 20 * 2**20, max_pixels: int = 40_000_000) -> Image.Image:
     """Decode a photo as RGB with its EXIF orientation applied; a clear ``InvalidInput`` for anything unusable."""
     if isinstance(source, Image.Image):
         image = source
     else:
-        if isinstance(source, (str, Path)):
-            path = Path(source)
-            if not path.is_file():
-                raise InvalidInput(f"The image {path.name} does not exist.")
-            if path.stat().st_size > max_bytes:
-                raise InvalidInput(f"The image is larger than {max_bytes // 2**20} MB; please use a smaller photo.")
-            data = path.read_bytes()
-        else:
-            data = source
-        if len(data) > max_bytes:
-            raise InvalidInput(f"The image is larger than {max_bytes // 2**20} MB; please use a smaller photo.")
-        if not data:
-            raise InvalidInput("The image file is empty.")
+        data = read_image_bytes(source, max_bytes)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
