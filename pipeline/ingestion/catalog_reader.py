@@ -109,8 +109,15 @@ def _object_lines(text: str, count: int) -> list[int]:
 
 
 def product_text(fields: dict) -> str:
-    """The text that is embedded: the ``text`` field when present, else composed from the descriptive fields."""
+    """The text that is embedded: the ``text`` field when present, else composed from the descriptive fields.
+
+    The descriptive fields (``TEXT_FIELDS``, in that order) are joined with single spaces, whitespace collapsed. This
+    is the one definition: ingestion, ``bench/tune_offline_model.py`` (which tunes the offline model on these texts)
+    and the tests call it, on a validated row or on a raw catalogue row alike (both give the same text).
+    """
     given = fields.get("text")
+    if isinstance(given, (int, float)) and not isinstance(given, bool):  # as _validate turns a numeric text into str
+        given = str(given)
     if isinstance(given, str) and given.strip():
         return " ".join(given.split())
     parts = [str(fields[k]).strip() for k in TEXT_FIELDS if fields.get(k) not in (None, "")]

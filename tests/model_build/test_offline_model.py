@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.ingestion.catalog_reader import product_text
 from tests.conftest import SHARED_DATA
 
 GROCERY = SHARED_DATA / "grocery_store"
@@ -52,11 +53,6 @@ def _first_photos(ids: tuple[str, ...]) -> list[Path]:
 
 def _catalogue() -> list[dict]:
     return [json.loads(line) for line in (GROCERY / "catalog.jsonl").read_text().splitlines() if line.strip()]
-
-
-def _product_text(row: dict) -> str:
-    parts = (row.get(k) for k in ("name", "brand", "category", "color", "description"))
-    return row.get("text") or ". ".join(str(p) for p in parts if p)
 
 
 class Built:
@@ -103,12 +99,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 @pytest.fixture(scope="session")
 def grocery_index(built: Built) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """The grocery catalogue embedded like the pipeline does: image vector from the photo, text vector from the text."""
+    """The grocery catalogue embedded like the pipeline does: image vector from the photo, text vector from the text
+    (the pipeline's own ``product_text``)."""
     rows = _catalogue()
     images = np.concatenate(
         [built.embed_images([GROCERY / r["image_path"] for r in rows[i : i + 32]]) for i in range(0, len(rows), 32)]
     )
-    return rows, images, built.embed_texts([_product_text(r) for r in rows])
+    return rows, images, built.embed_texts([product_text(r) for r in rows])
 
 
 def test_export_reproduces_the_unmodified_torch_networks(built: Built) -> None:
