@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from pipeline.settings import SettingsError, env_flag, env_int
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CATALOG = REPO_ROOT / "assets" / "demo_catalog" / "catalog.jsonl"
 
 
 def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -39,7 +35,6 @@ class AppConfig:
     concurrency: int = 4
     queue_size: int = 64
     default_top_k: int = 8
-    examples_catalog: Path | None = DEMO_CATALOG
     title: str = "Product matcher"
 
     @classmethod

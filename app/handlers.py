@@ -20,7 +20,7 @@ from pipeline.query.types import LEVEL_WORDS, Filters, Match, MatchResult
 
 log = logging.getLogger("app")
 
-GENERIC_ERROR = "Something went wrong on our side while matching; it has been logged. Please try again."
+GENERIC_ERROR = "Something went wrong on our side; it has been logged. Please try again."
 STAGE_ORDER = ("validate", "embed", "cache", "search", "metadata", "total")
 HIDDEN_METADATA = {"image_file"}  # a path on the server: the photo itself is in the gallery
 
@@ -165,9 +165,11 @@ class PageInfo:
     metadata: str
     products: int | None = None
     problems: tuple[str, ...] = field(default_factory=tuple)
+    storage: str = ""
 
     def markdown(self) -> str:
         products = "" if self.products is None else f" · **Catalogue** {self.products} products"
+        products += f" ({self.storage})" if self.storage else ""
         line = (
             f"**Model** {self.model} · **Inference** {self.backend} · **Vectors** Qdrant {self.vectors} · "
             f"**Metadata** {self.metadata}{products}"
@@ -214,18 +216,6 @@ def is_inside(path: str | Path, folders: Iterable[Path]) -> bool:
     return any(resolved.is_relative_to(folder) for folder in folders)
 
 
-def catalogue_photo_folders(pipe) -> list[Path]:
-    """The folders that hold the catalogue's photos (what the page may serve), read from the product store."""
-    try:
-        files = pipe.store.distinct("image_file")
-    except PipelineError as err:
-        log.warning("Cannot list the catalogue's photo folders (%s); results will show placeholders.", err)
-        return []
-    folders = {Path(f).resolve().parent for f in files}
-    # Keep only the outermost folders: a photo under a listed folder's subfolder is covered by the parent.
-    return sorted(f for f in folders if not any(f != o and f.is_relative_to(o) for o in folders))
-
-
 EMPTY_CATALOGUE = (
     "The catalogue is empty: ingest one with 'python -m pipeline ingest assets/demo_catalog/catalog.jsonl'."
 )
@@ -253,7 +243,19 @@ def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
             problems.append(EMPTY_CATALOGUE)
     except PipelineError:
         products = None
-    return PageInfo(model, backend, vectors, pipe.mongo_mode, products, tuple(problems))
+    return PageInfo(model, backend, vectors, pipe.mongo_mode, products, tuple(problems), storage_words(settings))
+
+
+def storage_words(settings) -> str:
+    """Whether the catalogue survives a restart, where the container knows (Hugging Face Spaces' /data)."""
+    if settings.data_persistent is True:
+        return f"kept in {settings.data_dir}: survives restarts"
+    if settings.data_persistent is False:
+        return (
+            f"kept in {settings.data_dir}, which is lost when the Space restarts: enable persistent storage (/data) "
+            "to keep it"
+        )
+    return ""
 
 
 def filter_choices(pipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -268,20 +270,18 @@ def filter_choices(pipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         return [], []
 
 
-def examples(catalog: Path | None, photos: int = 4, texts: int = 4) -> tuple[list[str], list[str]]:
-    """A few photos and descriptions from the demo catalogue, one per category first."""
-    if catalog is None or not Path(catalog).is_file():
+def catalogue_examples(pipe, photos: int = 8, texts: int = 4) -> tuple[list[str], list[str]]:
+    """A few photos and descriptions of the catalogue as it is now, one per category first (empty when MongoDB does
+    not answer)."""
+    try:
+        _, rows = pipe.store.page("", 0, 200)
+    except PipelineError as err:
+        log.warning("Cannot read examples from the catalogue: %s", err)
         return [], []
-    rows = []
-    for line in Path(catalog).read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    seen: set[str] = set()
+    seen: set = set()
     spread = [r for r in rows if not (r.get("category") in seen or seen.add(r.get("category")))]
     spread += [r for r in rows if r not in spread]
-    root = Path(catalog).parent
-    photo_list = [str(root / r["image_path"]) for r in spread if (root / r.get("image_path", "")).is_file()]
-    text_list = [r["text"] for r in spread if r.get("text")]
+    paths = [pipe.photos.path(r.get("image_file")) for r in spread]
+    photo_list = [str(p) for p in paths if p is not None and p.is_file()]
+    text_list = [r.get("text") or r.get("name") for r in spread if r.get("text") or r.get("name")]
     return photo_list[:photos], text_list[:texts]

@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.service import Pipeline
@@ -79,7 +78,7 @@ def share_unavailable_reason(timeout_s: float = SHARE_PROBE_TIMEOUT_S) -> str | 
     return None
 
 
-def launch_options(config: AppConfig, settings: Settings, photo_folders: list[Path]) -> dict:
+def launch_options(config: AppConfig, settings: Settings) -> dict:
     """Everything ``demo.launch`` gets, apart from ``share`` (decided by ``serve``)."""
     from .ui import CSS
 
@@ -88,9 +87,11 @@ def launch_options(config: AppConfig, settings: Settings, photo_folders: list[Pa
         "server_port": config.server_port,
         "auth": config.auth,
         "auth_message": "Log in to use the product matcher." if config.auth else None,
-        # Only the catalogue's photo folders may be served; uploads live in Gradio's own upload folder.
-        "allowed_paths": [str(f) for f in photo_folders],
-        "max_file_size": int(settings.max_image_mb * 2**20),
+        # Only the photo store may be served (every ingest copies the photos there); uploads live in Gradio's own
+        # upload folder.
+        "allowed_paths": [str(settings.photos_path.resolve())],
+        # Photos for queries are small; a catalogue zip is not, but only an admin can import one.
+        "max_file_size": int(max(settings.max_image_mb, settings.max_upload_mb if settings.admin_token else 0) * 2**20),
         "show_error": False,  # handlers turn every error into a gr.Error with a sentence for people
         "ssr_mode": False,
         "mcp_server": False,
@@ -107,15 +108,15 @@ def serve(pipe: Pipeline, config: AppConfig):
     from .ui import build_demo
 
     problems = warm_up(pipe)
-    folders = h.catalogue_photo_folders(pipe)
-    demo = build_demo(pipe, config, folders, h.page_info(pipe, problems))
+    pipe.settings.photos_path.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(pipe, config, h.page_info(pipe, problems))
     share = False
     if config.share:
         reason = share_unavailable_reason()
         if reason:
             log.warning("GRADIO_SHARE=1 but no share link can be made here: %s. Serving locally only.", reason)
         share = reason is None
-    demo.launch(share=share, **launch_options(config, pipe.settings, folders))
+    demo.launch(share=share, **launch_options(config, pipe.settings))
     if share and not demo.share_url:
         log.warning("GRADIO_SHARE=1 but Gradio could not create a share link (see above). Serving locally only.")
     where = f"http://{config.server_name}:{config.server_port}/"

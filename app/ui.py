@@ -11,7 +11,6 @@ Gradio still checks that an uploaded file is in its upload folder before calling
 
 from __future__ import annotations
 
-import functools
 import html
 import logging
 from collections.abc import Callable
@@ -19,11 +18,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipeline.errors import PipelineError
 from pipeline.query.types import Filters
 
 from . import handlers as h
+from .catalogue import CatalogueManager
+from .catalogue_tab import build_catalogue_tab
 from .config import AppConfig
+from .shown import shown_to_people
 
 log = logging.getLogger("app")
 
@@ -37,38 +38,21 @@ WAITING = "### Results\nUpload a photo or type a description, then press **Match
 CSS = "#results .caption-label { white-space: normal; max-width: calc(100% - 8px); line-height: 1.3; }"
 
 
-def _shown_to_people(fn: Callable) -> Callable:
-    """Turn every failure into a short message in the page (and in the API client), never a stack trace."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except PipelineError as err:
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
-        except Exception:
-            log.exception("Unexpected error in %s", fn.__name__)
-            raise gr.Error(h.GENERIC_ERROR, print_exception=False) from None
-
-    return wrapper
-
-
 def build_demo(
     pipe,
     config: AppConfig | None = None,
-    photo_folders: list[Path] | None = None,
     info: h.PageInfo | None = None,
+    manager: CatalogueManager | None = None,
 ) -> gr.Blocks:
-    """The page for ``pipe``; ``photo_folders`` are the catalogue folders the gallery may show photos from (the same
-    list must go to ``launch(allowed_paths=...)``)."""
+    """The page for ``pipe``. The gallery shows photos from the photo store under ``DATA_DIR`` only (the folder
+    ``launch(allowed_paths=...)`` gets), so photos of catalogues imported later show as well."""
     config = config or AppConfig()
-    folders = h.catalogue_photo_folders(pipe) if photo_folders is None else [Path(f).resolve() for f in photo_folders]
+    manager = manager or CatalogueManager(pipe)
+    folders = [pipe.settings.photos_path.resolve()]
     problems = list(info.problems) if info else []
-    live = {"info": info or h.page_info(pipe)}  # refreshed on every page load: the catalogue may have changed
+    live = {"info": info or h.page_info(pipe)}  # refreshed on every page load and after every catalogue change
     categories, brands = h.filter_choices(pipe)
-    photo_examples, text_examples = h.examples(config.examples_catalog)
+    photo_examples, text_examples = h.catalogue_examples(pipe)
     default_k = config.default_top_k
 
     def photo_ok(path: str | None) -> bool:
@@ -78,10 +62,18 @@ def build_demo(
         return live["info"]
 
     def refresh():
-        """On every page load: filter choices (with counts) and the status line as the catalogue is now."""
+        """On every page load and after a catalogue change: filter choices (with counts), examples and the status line
+        as the catalogue is now."""
         live["info"] = h.page_info(pipe, problems)
         categories, brands = h.filter_choices(pipe)
-        return gr.Dropdown(choices=categories), gr.Dropdown(choices=brands), live["info"].markdown()
+        photos, texts = h.catalogue_examples(pipe)
+        return (
+            gr.Dropdown(choices=categories),
+            gr.Dropdown(choices=brands),
+            live["info"].markdown(),
+            gr.Dataset(samples=[[p] for p in photos]),
+            gr.Dataset(samples=[[t] for t in texts]),
+        )
 
     def respond(run: Callable[[int, Filters], object], top_k, categories, brands, min_price, max_price):
         filters = h.make_filters(categories, brands, min_price, max_price)
@@ -92,7 +84,7 @@ def build_demo(
         return page.gallery, page.data, page.state
 
     # The endpoints' parameter names and defaults are what API clients see (client.view_api()).
-    @_shown_to_people
+    @shown_to_people
     def match_image(
         image: dict | str | None,
         top_k: int = default_k,
@@ -109,7 +101,7 @@ def build_demo(
             top_k, categories, brands, min_price, max_price,
         )  # fmt: skip
 
-    @_shown_to_people
+    @shown_to_people
     def match_text(
         text: str,
         top_k: int = default_k,
@@ -125,82 +117,93 @@ def build_demo(
             top_k, categories, brands, min_price, max_price,
         )  # fmt: skip
 
-    @_shown_to_people
+    @shown_to_people
     def show(state: dict):
         matches = state.get("matches") or []
         first = h.details(matches[0]) if matches else None
         return state.get("heading", WAITING), state.get("status", current_info().markdown()), first
 
-    @_shown_to_people
+    @shown_to_people
     def select(state: dict, evt: gr.SelectData):
         matches = (state or {}).get("matches") or []
         index = evt.index if isinstance(evt.index, int) else None
         return h.details(matches[index]) if index is not None and 0 <= index < len(matches) else None
 
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
-        gr.Markdown(INTRO)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
-                with gr.Tabs():
-                    with gr.Tab("Image", id="image-tab"):
-                        image = gr.Image(
-                            label="Photo of the product",
-                            type="filepath",
-                            sources=["upload", "webcam", "clipboard"],
-                            height=280,
-                            elem_id="query-image",
-                        )
-                        image_button = gr.Button("Match", variant="primary", elem_id="match-image")
-                        if photo_examples:
-                            gr.Examples(
-                                photo_examples,
-                                inputs=image,
-                                label="Photos from the demo catalogue",
-                                api_visibility="private",
-                                examples_per_page=8,
+        with gr.Tabs():
+            with gr.Tab("Search", id="search-tab"):
+                gr.Markdown(INTRO)
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=320):
+                        with gr.Tabs():
+                            with gr.Tab("Image", id="image-tab"):
+                                image = gr.Image(
+                                    label="Photo of the product",
+                                    type="filepath",
+                                    sources=["upload", "webcam", "clipboard"],
+                                    height=280,
+                                    elem_id="query-image",
+                                )
+                                image_button = gr.Button("Match", variant="primary", elem_id="match-image")
+                                photo_samples = gr.Dataset(
+                                    components=[gr.Image(type="filepath", visible=False)],
+                                    samples=[[p] for p in photo_examples],
+                                    label="Photos from the catalogue",
+                                    samples_per_page=8,
+                                    elem_id="photo-examples",
+                                )
+                            with gr.Tab("Text", id="text-tab"):
+                                text = gr.Textbox(
+                                    label="Description",
+                                    placeholder="e.g. red cotton T-shirt — press Enter or Match",
+                                    lines=1,
+                                    max_lines=1,
+                                    elem_id="query-text",
+                                )
+                                text_button = gr.Button("Match", variant="primary", elem_id="match-text")
+                                text_samples = gr.Dataset(
+                                    components=[gr.Textbox(visible=False)],
+                                    samples=[[t] for t in text_examples],
+                                    label="Descriptions from the catalogue",
+                                    elem_id="text-examples",
+                                )
+                        with gr.Accordion("Filters", open=True):
+                            top_k = gr.Slider(1, 50, value=default_k, step=1, label="Number of results")
+                            category_box = gr.Dropdown(
+                                categories, value=[], multiselect=True, label="Categories", allow_custom_value=True
                             )
-                    with gr.Tab("Text", id="text-tab"):
-                        text = gr.Textbox(
-                            label="Description",
-                            placeholder="e.g. red cotton T-shirt — press Enter or Match",
-                            lines=1,
-                            max_lines=1,
-                            elem_id="query-text",
-                        )
-                        text_button = gr.Button("Match", variant="primary", elem_id="match-text")
-                        if text_examples:
-                            gr.Examples(
-                                [[t] for t in text_examples],
-                                inputs=text,
-                                label="Descriptions from the demo catalogue",
-                                api_visibility="private",
+                            brand_box = gr.Dropdown(
+                                brands, value=[], multiselect=True, label="Brands", allow_custom_value=True
                             )
-                with gr.Accordion("Filters", open=True):
-                    top_k = gr.Slider(1, 50, value=default_k, step=1, label="Number of results")
-                    category_box = gr.Dropdown(
-                        categories, value=[], multiselect=True, label="Categories", allow_custom_value=True
-                    )
-                    brand_box = gr.Dropdown(brands, value=[], multiselect=True, label="Brands", allow_custom_value=True)
-                    with gr.Row():
-                        # 0 (what an empty box sends) means no limit; the API's default is None, the same.
-                        min_price = gr.Number(value=None, minimum=0, label="Lowest price (0 = any)")
-                        max_price = gr.Number(value=None, minimum=0, label="Highest price (0 = any)")
-            with gr.Column(scale=3, min_width=360):
-                heading = gr.Markdown(WAITING, elem_id="result-heading")
-                gallery = gr.Gallery(
-                    label="Products",
-                    columns=4,
-                    height="auto",
-                    object_fit="contain",
-                    allow_preview=False,
-                    interactive=False,
-                    elem_id="results",
-                )
-                details = gr.JSON(label="Selected product (click a result)", elem_id="details")
-                with gr.Accordion("Results as JSON (what the API returns)", open=False):
-                    data = gr.JSON(label="Matches", elem_id="matches-json")
+                            with gr.Row():
+                                # 0 (what an empty box sends) means no limit; the API's default is None, the same.
+                                min_price = gr.Number(value=None, minimum=0, label="Lowest price (0 = any)")
+                                max_price = gr.Number(value=None, minimum=0, label="Highest price (0 = any)")
+                    with gr.Column(scale=3, min_width=360):
+                        heading = gr.Markdown(WAITING, elem_id="result-heading")
+                        gallery = gr.Gallery(
+                            label="Products",
+                            columns=4,
+                            height="auto",
+                            object_fit="contain",
+                            allow_preview=False,
+                            interactive=False,
+                            elem_id="results",
+                        )
+                        details = gr.JSON(label="Selected product (click a result)", elem_id="details")
+                        with gr.Accordion("Results as JSON (what the API returns)", open=False):
+                            data = gr.JSON(label="Matches", elem_id="matches-json")
+            with gr.Tab("Catalogue", id="catalogue-tab"):
+                catalogue_tab = gr.Column()
         status = gr.Markdown(current_info().markdown(), elem_id="status")
         last = gr.State({})
+        after_change = {
+            "fn": refresh,
+            "outputs": [category_box, brand_box, status, photo_samples, text_samples],
+            "api_visibility": "private",
+        }
+        with catalogue_tab:
+            build_catalogue_tab(manager, photo_ok, after_change)
 
         filters = [top_k, category_box, brand_box, min_price, max_price]
         outputs = [gallery, data, last]
@@ -224,7 +227,9 @@ def build_demo(
             concurrency_id="match",
         ).success(**after)
         gallery.select(select, inputs=[last], outputs=[details], api_visibility="private")
-        demo.load(refresh, outputs=[category_box, brand_box, status], api_visibility="private")
+        photo_samples.click(lambda sample: sample[0], inputs=[photo_samples], outputs=[image], api_visibility="private")
+        text_samples.click(lambda sample: sample[0], inputs=[text_samples], outputs=[text], api_visibility="private")
+        demo.load(**after_change)
 
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     return demo

@@ -83,6 +83,12 @@ class Pipeline:
         return self._once("_index", lambda: open_vector_store(self.settings, serving=self.serving))
 
     @property
+    def photos(self):
+        from .storage.photos import PhotoStore
+
+        return self._once("_photos", lambda: PhotoStore(self.settings.photos_path))
+
+    @property
     def cache(self):
         from .storage.result_cache import ResultCache
 

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import PipelineError
@@ -130,7 +130,10 @@ class Settings:
     max_text_chars: int = 1000
     max_image_mb: float = 20.0
     max_image_pixels: int = 40_000_000
+    max_upload_mb: float = 512.0  # a catalogue upload (file or zip), accepted by the page only with ADMIN_TOKEN set
     ingest_batch_size: int = 32
+    data_persistent: bool | None = None  # the container says whether DATA_DIR survives a restart (None: not known)
+    admin_token: str | None = field(default=None, repr=False)  # changes to the catalogue need it (None: read-only)
     match_threshold: float | None = None  # overrides the model card's "match" threshold
     similar_threshold: float | None = None  # overrides the model card's "similar" threshold
 
@@ -156,7 +159,10 @@ class Settings:
             max_text_chars=env_int(env, "MAX_TEXT_CHARS", 1000, low=1),
             max_image_mb=env_float(env, "MAX_IMAGE_MB", 20.0, low=0.01),
             max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 40_000_000, low=1),
+            max_upload_mb=env_float(env, "MAX_UPLOAD_MB", 512.0, low=0.01),
             ingest_batch_size=env_int(env, "INGEST_BATCH_SIZE", 32, low=1, high=4096),
+            data_persistent=env_flag(env, "DATA_PERSISTENT") if env_text(env, "DATA_PERSISTENT") else None,
+            admin_token=env_text(env, "ADMIN_TOKEN"),
             match_threshold=env_float(env, "MATCH_THRESHOLD", None),
             similar_threshold=env_float(env, "SIMILAR_THRESHOLD", None),
         )
@@ -168,6 +174,16 @@ class Settings:
     def vectors_path(self) -> Path:
         """One Qdrant Edge shard per collection below this folder."""
         return self.data_dir / "vectors"
+
+    @property
+    def photos_path(self) -> Path:
+        """The catalogue's photos as the app serves them: the only folder the page may serve files from."""
+        return self.data_dir / "photos"
+
+    @property
+    def uploads_path(self) -> Path:
+        """Where catalogue uploads are unpacked for the length of an ingest (removed after it)."""
+        return self.data_dir / "uploads"
 
     @property
     def legacy_qdrant_path(self) -> Path:

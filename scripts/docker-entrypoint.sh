@@ -9,6 +9,14 @@ TRITON_HTTP_PORT="${TRITON_HTTP_PORT:-8000}"
 TRITON_GRPC_PORT="${TRITON_GRPC_PORT:-8001}"
 TRITON_METRICS_PORT="${TRITON_METRICS_PORT:-8002}"
 DEMO_CATALOG="${DEMO_CATALOG:-assets/demo_catalog/catalog.jsonl}"
+# Hugging Face Spaces mounts its persistent storage at /data: the catalogue lives there when it is writable, so it
+# survives a restart; else under the home folder (lost with the container), and the page says which.
+PERSISTENT_DIR="${PERSISTENT_DIR:-/data}"
+if [[ -d "$PERSISTENT_DIR" && -w "$PERSISTENT_DIR" ]]; then
+    export DATA_DIR="$PERSISTENT_DIR/product-matcher" DATA_PERSISTENT=1
+else
+    export DATA_PERSISTENT=0
+fi
 
 triton_pid=""
 app_pid=""

@@ -53,11 +53,16 @@ def test_entry_script_serves_through_triton_and_stops_cleanly(tmp_path, model_re
         PYTHON=sys.executable,
         MODEL_REPOSITORY=str(model_repo),
         DATA_DIR=str(tmp_path / "data"),
+        PERSISTENT_DIR=str(tmp_path / "persistent"),  # stands for Spaces' /data
         GRADIO_SERVER_PORT=str(app_port),
         GRADIO_SERVER_NAME="127.0.0.1",
     )
+    (tmp_path / "persistent").mkdir()
     app = launch(["bash", "scripts/docker-entrypoint.sh"], env, tmp_path / "entry.log", f"http://127.0.0.1:{app_port}/")
     try:
+        assert (tmp_path / "persistent" / "product-matcher" / "vectors").is_dir(), "the catalogue lives in /data"
+        assert not (tmp_path / "data").exists()
+        assert "survives restarts" in urllib.request.urlopen(f"{app.url}config", timeout=10).read().decode()
         _, result = Client(app.url, verbose=False).predict("Fairway Golf Umbrella", api_name="/match_text")
         assert result["matches"]
         stats_url = f"http://127.0.0.1:{ports['TRITON_HTTP_PORT']}/v2/models/clip_text/stats"

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from ..errors import CatalogError
 
+# Part of every content hash: products stored by an older layout (photos served from where the catalogue lay, not
+# from the photo store under DATA_DIR) differ from what an ingest would store now, so they are stored again once.
+STORE_FORMAT = b"\0photo-store-1"
 SCHEMA = ("id", "SKU", "name", "brand", "category", "color", "price", "description", "text", "image_path")
 TEXT_FIELDS = ("name", "brand", "category", "color", "description")
 STRING_FIELDS = ("name", "brand", "category", "color", "SKU", "description", "text")
@@ -140,15 +143,22 @@ def _price(value: object) -> float | None:
     return number
 
 
-def resolve_image(image_path: str, root: Path, images_dir: Path | None) -> Path:
-    """Where the photo is; raises ValueError with the reason when it may not or cannot be used."""
+def resolve_image(image_path: str, root: Path | list[Path], images_dir: Path | None) -> Path:
+    """Where the photo is; raises ValueError with the reason when it may not or cannot be used.
+
+    ``root``: the folder (or folders, tried in order: an upload's catalogue folder, then the zip's root) that relative
+    paths are relative to; a relative path may not leave it."""
     given = Path(str(image_path).replace("\\", "/"))
-    root = root.resolve()
+    roots = [Path(r).resolve() for r in (root if isinstance(root, list) else [root])]
     if not given.is_absolute():
-        candidate = (root / given).resolve()
-        if candidate.is_relative_to(root) and candidate.is_file():
-            return candidate
-        if not candidate.is_relative_to(root) and images_dir is None:
+        escapes = False
+        for base in roots:
+            candidate = (base / given).resolve()
+            if not candidate.is_relative_to(base):
+                escapes = True
+            elif candidate.is_file():
+                return candidate
+        if escapes and images_dir is None:
             raise ValueError(f"image path {image_path} points outside the catalogue folder")
     if images_dir is not None:
         candidate = (images_dir / given.name).resolve()
@@ -160,7 +170,9 @@ def resolve_image(image_path: str, root: Path, images_dir: Path | None) -> Path:
     raise ValueError(f"image {image_path} not found")
 
 
-def _validate(line: int, row: object, seen: dict[str, int], root: Path, images_dir: Path | None) -> Product | BadRow:
+def _validate(
+    line: int, row: object, seen: dict[str, int], root: list[Path], images_dir: Path | None
+) -> Product | BadRow:
     if isinstance(row, str):
         return BadRow(line, row)
     if not isinstance(row, dict):
@@ -192,13 +204,18 @@ def _validate(line: int, row: object, seen: dict[str, int], root: Path, images_d
         image_file = resolve_image(fields["image_path"], root, images_dir)
     except ValueError as err:
         return BadRow(line, str(err), product_id)
-    fields["image_file"] = str(image_file)
+    # The content: the row and the photo's bytes, not where the photo happens to lie (an upload unpacks into a new
+    # folder each time), so the same catalogue twice changes nothing.
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     digest.update(image_file.read_bytes())
+    digest.update(STORE_FORMAT)
+    fields["image_file"] = str(image_file)
     return Product(line, product_id, fields, image_file, product_text(fields), digest.hexdigest()[:32])
 
 
-def read_catalog(path: Path, images_dir: Path | None = None) -> CatalogRows:
+def read_catalog(path: Path, images_dir: Path | None = None, image_roots: list[Path] | None = None) -> CatalogRows:
+    """Every row of the file, validated. Relative image paths resolve against ``image_roots`` (default: the
+    catalogue's folder); ``images_dir``: where absolute or foreign paths are looked up by file name."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"The catalogue file {path} does not exist.")
@@ -207,7 +224,7 @@ def read_catalog(path: Path, images_dir: Path | None = None) -> CatalogRows:
     seen: dict[str, int] = {}
     for line, row in _raw_rows(path):
         result.total += 1
-        checked = _validate(line, row, seen, path.parent, images_dir)
+        checked = _validate(line, row, seen, image_roots or [path.parent], images_dir)
         if isinstance(checked, BadRow):
             result.bad.append(checked)
         else:

@@ -12,7 +12,7 @@ at the end, even after a failure), and the index is optimised once at the end, n
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,11 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..progress import counter
-from ..query.preprocess import load_image
+from ..query.preprocess import load_image, read_image_bytes
 from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
 from .catalog_reader import BadRow, Product, read_catalog
+
+Progress = Callable[[int, int, str], None]  # (products done, products to do, what is happening)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class IngestReport:
     unchanged: int = 0
     deleted: int = 0
     bad: list[BadRow] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # upload entries that were not a catalogue or a photo
     catalog_version: int = 0
     seconds: float = 0.0
     optimize_seconds: float = 0.0
@@ -64,6 +67,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "deleted": self.deleted,
             "bad": [{"line": b.line, "id": b.product_id, "reason": b.reason} for b in self.bad],
+            "skipped": list(self.skipped),
             "catalog_version": self.catalog_version,
             "seconds": round(self.seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
@@ -78,10 +82,15 @@ def _batches(items: list[Product], size: int) -> Iterator[list[Product]]:
 def _decode(pipeline, batch: list[Product]) -> tuple[list[Product], np.ndarray | None, list[BadRow]]:
     """Runs in a worker thread: decode and preprocess one batch of photos (PIL releases the GIL while it decodes)."""
     settings = pipeline.settings
+    max_bytes = int(settings.max_image_mb * 2**20)
     good, images, bad = [], [], []
     for product in batch:
         try:
-            images.append(load_image(product.image_file, int(settings.max_image_mb * 2**20), settings.max_image_pixels))
+            data = read_image_bytes(product.image_file, max_bytes)
+            image = load_image(data, max_bytes, settings.max_image_pixels)
+            # The copy the app serves, under DATA_DIR: the catalogue's own folder (an upload) may be gone tomorrow.
+            product.fields["image_file"] = pipeline.photos.put(data, image)
+            images.append(image)
             good.append(product)
         except PipelineError as err:
             bad.append(BadRow(product.line, f"image {product.image_file.name}: {err}", product.id))
@@ -96,11 +105,16 @@ def ingest(
     reset: bool = False,
     sync: bool = False,
     progress: bool = True,
+    image_roots: list[Path] | None = None,
+    on_progress: Progress | None = None,
 ) -> IngestReport:
     """Add and update the catalogue's products; ``sync``: also delete the products the file no longer has;
-    ``reset``: start from an empty catalogue (vectors and MongoDB products)."""
+    ``reset``: start from an empty catalogue (vectors and MongoDB products). ``on_progress(done, total, stage)`` is
+    called as products are done (the Catalogue tab's progress bar); ``progress`` draws a bar on the terminal."""
     started = time.perf_counter()
-    rows = read_catalog(Path(catalog), images_dir)
+    tell = on_progress or (lambda done, total, stage: None)
+    tell(0, 0, "reading the catalogue")
+    rows = read_catalog(Path(catalog), images_dir, image_roots)
     report = IngestReport(str(catalog), rows=rows.total, bad=list(rows.bad))
     encoder = pipeline.encoder
     index = pipeline.index
@@ -119,10 +133,14 @@ def ingest(
     stale = sorted((set(index.product_ids()) | set(pipeline.store.ids())) - named) if sync else []
     if todo or stale:
         with index.changing():
-            _embed_and_write(pipeline, todo, known, report, progress)
+            _embed_and_write(pipeline, todo, known, report, progress, tell)
             if stale:
+                tell(len(todo), len(todo), f"deleting {len(stale)} products the file no longer has")
                 pipeline.store.delete_many(stale)
                 report.deleted = index.delete(stale)
+        if stale:
+            forget_photos(pipeline)
+        tell(len(todo), len(todo), "optimising the index")
         report.optimize_seconds = index.optimize()["seconds"]
     report.bad.sort(key=lambda b: b.line)
     report.catalog_version = index.version()
@@ -153,11 +171,19 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
         with index.changing():
             pipeline.store.delete_many(gone)
             index.delete(gone)
+        forget_photos(pipeline)
         pipeline.events.write("delete", product_ids=gone, catalog_version=index.version())
     return gone, [p for p in ids if p not in present and p not in in_store]
 
 
-def _embed_and_write(pipeline, todo: list[Product], known: dict[str, str], report: IngestReport, progress: bool):
+def forget_photos(pipeline) -> int:
+    """Remove the stored photos no product uses any more (after a delete or a sync)."""
+    return pipeline.photos.remove_unused(set(pipeline.store.distinct("image_file")))
+
+
+def _embed_and_write(
+    pipeline, todo: list[Product], known: dict[str, str], report: IngestReport, progress: bool, tell: Progress
+) -> None:
     encoder = pipeline.encoder
     batch_size = max(1, pipeline.settings.ingest_batch_size)
     batches = list(_batches(todo, batch_size))
@@ -169,6 +195,8 @@ def _embed_and_write(pipeline, todo: list[Product], known: dict[str, str], repor
         next_batch = 2
         writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
         ticker = counter(len(todo), "ingest", "product", enabled=progress)
+        done = 0
+        tell(0, len(todo), "embedding and storing products")
         while pending:
             good, pixels, bad = pending.pop(0).result()
             if next_batch < len(batches):
@@ -187,6 +215,8 @@ def _embed_and_write(pipeline, todo: list[Product], known: dict[str, str], repor
                     else:
                         report.added += 1
             ticker.update(len(good) + len(bad))
+            done += len(good) + len(bad)
+            tell(done, len(todo), "embedding and storing products")
         if writing is not None:
             writing.result()
         ticker.close()

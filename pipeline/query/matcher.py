@@ -149,7 +149,7 @@ class Matcher:
             if docs is not None and not collection.writing:
                 cache.set(rkey, rows)
         match_t, similar_t = level_thresholds(self.pipeline.card, self.settings, kind)
-        matches = [_to_match(pid, score, doc, match_t, similar_t) for pid, score, doc in rows]
+        matches = [_to_match(pid, score, doc, match_t, similar_t, pipe.photos) for pid, score, doc in rows]
         return MatchResult(kind, matches, cached is not None, {}, version, warnings)
 
 
@@ -173,7 +173,7 @@ def _check_top_k(top_k: object) -> int:
     return k
 
 
-def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_t: float) -> Match:
+def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_t: float, photos) -> Match:
     metadata = {k: v for k, v in doc.items() if k not in ("content_hash", "product_id")}
     return Match(
         id=product_id,
@@ -183,6 +183,6 @@ def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_
         price=doc.get("price"),
         score=round(float(score), 6),
         level=level_for(score, match_t, similar_t),
-        image=doc.get("image_file"),
+        image=str(photo) if (photo := photos.path(doc.get("image_file"))) else None,
         metadata=metadata,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from pymongo import MongoClient, ReplaceOne
@@ -72,6 +73,20 @@ class CatalogStore:
             return {doc["_id"]: _public(doc) for doc in self.collection.find({"_id": {"$in": ids}})}
         except PyMongoError as err:
             raise unavailable(err, "reading products") from err
+
+    def page(self, query: str = "", offset: int = 0, limit: int = 20) -> tuple[int, list[dict]]:
+        """(how many products match, one page of them by id): ``query`` is an exact id or a part of the name, always a
+        literal (escaped), never a MongoDB expression."""
+        text = str(query or "").strip()
+        where: dict = {}
+        if text:
+            where = {"$or": [{"_id": text}, {"name": {"$regex": re.escape(text), "$options": "i"}}]}
+        try:
+            total = self.collection.count_documents(where)
+            docs = self.collection.find(where).sort("_id", 1).skip(max(0, offset)).limit(max(1, limit))
+            return total, [_public(doc) for doc in docs]
+        except PyMongoError as err:
+            raise unavailable(err, "listing products") from err
 
     def count(self) -> int:
         try:

@@ -1,9 +1,10 @@
 """Catalogue photos as the app serves them: one folder under ``DATA_DIR`` (the only folder the page may serve files
 from, decided at start-up), so photos of catalogues ingested later are served too, and nothing outside it ever is.
 
-Each photo is stored once, named by the hash of its source bytes, as a JPEG re-encoded from the decoded picture
-(orientation applied, at most ``MAX_SIDE`` pixels a side): no EXIF block (places, cameras) and no format a browser could
-be tricked with leaves the server, whatever was uploaded.
+Products name their photo by its key in the store (``ab/ab12...cd.jpg``), not by an absolute path, so a data folder that
+moves (a copy, a new volume) keeps its photos. Each photo is stored once, named by the hash of its source bytes, as a
+JPEG re-encoded from the decoded picture (orientation applied, at most ``MAX_SIDE`` pixels a side): no EXIF block
+(places, cameras) and no format a browser could be tricked with leaves the server, whatever was uploaded.
 """
 
 from __future__ import annotations
@@ -23,15 +24,24 @@ class PhotoStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def path_for(self, source_bytes: bytes) -> Path:
+    @staticmethod
+    def key_for(source_bytes: bytes) -> str:
         digest = hashlib.sha256(source_bytes).hexdigest()
-        return self.root / digest[:2] / f"{digest[:32]}.jpg"
+        return f"{digest[:2]}/{digest[:32]}.jpg"
 
-    def put(self, source_bytes: bytes, image: Image.Image) -> Path:
-        """Store ``image`` (decoded from ``source_bytes``) unless it is there already; returns its path."""
-        target = self.path_for(source_bytes)
+    def path(self, key: str | None) -> Path | None:
+        """Where a stored photo is (an absolute path from an older catalogue is returned as it is)."""
+        if not key:
+            return None
+        given = Path(key)
+        return given if given.is_absolute() else self.root / given
+
+    def put(self, source_bytes: bytes, image: Image.Image) -> str:
+        """Store ``image`` (decoded from ``source_bytes``) unless it is there already; returns its key."""
+        key = self.key_for(source_bytes)
+        target = self.root / key
         if target.is_file():
-            return target
+            return key
         target.parent.mkdir(parents=True, exist_ok=True)
         copy = image.convert("RGB")
         copy.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
@@ -43,17 +53,14 @@ class PhotoStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return target
-
-    def contains(self, path: str | Path) -> bool:
-        return Path(path).resolve().is_relative_to(self.root.resolve())
+        return key
 
     def remove_unused(self, used: set[str]) -> int:
-        """Delete stored photos no product refers to any more; returns how many."""
+        """Delete stored photos no product refers to any more (``used``: their keys); returns how many."""
         removed = 0
         if not self.root.is_dir():
             return 0
-        keep = {str(Path(p).resolve()) for p in used}
+        keep = {str(self.path(k).resolve()) for k in used if k}
         for photo in self.root.glob("*/*.jpg"):
             if str(photo.resolve()) not in keep:
                 photo.unlink(missing_ok=True)

@@ -66,15 +66,13 @@ def _edge():
     return qdrant_edge
 
 
-def edge_filter(filters: Filters | None, ids: list[str] | None = None):
+def edge_filter(filters: Filters | None):
     q = _edge()
     must: list = [q.FieldCondition(key=name, match=q.MatchAny(list(values))) for name, values in
                   (filters.keyword_conditions if filters else [])]  # fmt: skip
     if filters and filters.price_range:
         low, high = filters.price_range
         must.append(q.FieldCondition(key="price", range=q.RangeFloat(gte=low, lte=high)))
-    if ids is not None:
-        must.append(q.HasIdCondition({point_id(p) for p in ids}))
     return q.Filter(must=must) if must else None
 
 
@@ -298,20 +296,41 @@ class EdgeVectorStore(VectorStore):
             ]  # fmt: skip
         return [[Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in points] for points in answers]
 
-    def _among(self, vector: np.ndarray, using: str, product_ids: list[str]) -> list[Hit]:
-        if not product_ids or self._shard is None:
-            return []
+    def _scored(self, requests, filters: Filters, exact: bool) -> list[list]:
+        if self._shard is None:
+            return [[] for _ in requests]
+        q = _edge()
+        flt, params = edge_filter(filters), self._params(exact)
+        batch = [
+            q.QueryRequest(limit=int(limit), query=q.Query.Nearest(vector.tolist(), using=using), filter=flt,
+                           params=params, with_payload=False)
+            for vector, using, limit in requests
+        ]  # fmt: skip
+        with self._lock:
+            answers = self.shard.query_batch(q.QueryBatchRequest(batch))
+        return [[(str(p.id), float(p.score)) for p in points] for points in answers]
+
+    def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
+        if not keys or self._shard is None:
+            return {}
         q = _edge()
         request = q.QueryRequest(
-            limit=len(product_ids),
+            limit=len(keys),
             query=q.Query.Nearest(vector.tolist(), using=using),
-            filter=edge_filter(None, product_ids),
+            filter=q.Filter(must=[q.HasIdCondition(set(keys))]),
             params=q.SearchParams(exact=True),
-            with_payload=True,
+            with_payload=False,
         )
         with self._lock:
             points = self.shard.query(request)
-        return [Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in points]
+        return {str(p.id): float(p.score) for p in points}
+
+    def _payloads(self, keys: list) -> dict:
+        if not keys or self._shard is None:
+            return {}
+        with self._lock:
+            records = self.shard.retrieve(list(keys), with_payload=True, with_vector=False)
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
         if self._shard is None:

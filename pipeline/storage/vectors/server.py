@@ -23,7 +23,7 @@ from .store import IndexTuning, VectorStore
 from .types import FLOAT_FIELDS, KEYWORD_FIELDS, VECTOR_NAMES, CollectionInfo, Filters, Hit, IndexedProduct, point_id
 
 
-def client_filter(filters: Filters | None, ids: list[str] | None = None):
+def client_filter(filters: Filters | None):
     from qdrant_client import models
 
     must: list = [
@@ -33,8 +33,6 @@ def client_filter(filters: Filters | None, ids: list[str] | None = None):
     if filters and filters.price_range:
         low, high = filters.price_range
         must.append(models.FieldCondition(key="price", range=models.Range(gte=low, lte=high)))
-    if ids is not None:
-        must.append(models.HasIdCondition(has_id=[point_id(p) for p in ids]))
     return models.Filter(must=must) if must else None
 
 
@@ -200,22 +198,44 @@ class ServerVectorStore(VectorStore):
             answers = self.client.query_batch_points(self.collection, batch)
         return [[Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in a.points] for a in answers]
 
-    def _among(self, vector: np.ndarray, using: str, product_ids: list[str]) -> list[Hit]:
+    def _scored(self, requests, filters: Filters, exact: bool) -> list[list]:
         from qdrant_client import models
 
-        if not product_ids:
-            return []
+        flt, params = client_filter(filters), self._params(exact)
+        batch = [
+            models.QueryRequest(query=vector.tolist(), using=using, limit=int(limit), filter=flt, params=params,
+                                with_payload=False)
+            for vector, using, limit in requests
+        ]  # fmt: skip
+        with self._call("searching"):
+            if not self.client.collection_exists(self.collection):
+                return [[] for _ in requests]
+            answers = self.client.query_batch_points(self.collection, batch)
+        return [[(str(p.id), float(p.score)) for p in a.points] for a in answers]
+
+    def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
+        from qdrant_client import models
+
+        if not keys:
+            return {}
         with self._call("searching"):
             answer = self.client.query_points(
                 self.collection,
                 query=vector.tolist(),
                 using=using,
-                limit=len(product_ids),
-                query_filter=client_filter(None, product_ids),
+                limit=len(keys),
+                query_filter=models.Filter(must=[models.HasIdCondition(has_id=list(keys))]),
                 search_params=models.SearchParams(exact=True),
-                with_payload=True,
+                with_payload=False,
             )
-        return [Hit(p.payload["product_id"], float(p.score), dict(p.payload)) for p in answer.points]
+        return {str(p.id): float(p.score) for p in answer.points}
+
+    def _payloads(self, keys: list) -> dict:
+        if not keys:
+            return {}
+        with self._call("reading products"):
+            points = self.client.retrieve(self.collection, list(keys), with_payload=True)
+        return {str(p.id): dict(p.payload or {}) for p in points}
 
     def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
         with self._call("listing filter values"):

@@ -25,7 +25,7 @@ from .types import CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
 
-FIRST_DEPTH = 32  # candidates per vector in the first round of the fusion (at least 2k)
+FIRST_DEPTH = 64  # candidates per vector in the first round of the fusion (at least 2k)
 MAX_ROUNDS = 6
 
 
@@ -56,8 +56,17 @@ class VectorStore:
         """Top ``limit`` for each (vector, vector name, limit), all under the same filters."""
         raise NotImplementedError
 
-    def _among(self, vector: np.ndarray, using: str, product_ids: list[str]) -> list[Hit]:
-        """The exact score of ``vector`` against each named product's ``using`` vector."""
+    def _scored(self, requests: list[tuple[np.ndarray, str, int]], filters: Filters, exact: bool) -> list[list]:
+        """Like ``_nearest`` but (point key, score) pairs only: candidate lists of the fusion carry no payload (which
+        costs more than the search itself: 512 hits with payload 24 ms, without 5.5 ms)."""
+        raise NotImplementedError
+
+    def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
+        """The exact score of ``vector`` against the ``using`` vector of each point named by its key."""
+        raise NotImplementedError
+
+    def _payloads(self, keys: list) -> dict:
+        """Each point's payload, by key."""
         raise NotImplementedError
 
     def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
@@ -190,26 +199,17 @@ class VectorStore:
             return self.search(q, "text" if w >= 1.0 else "image", limit, filters, exact)
         depth = max(FIRST_DEPTH, 2 * limit)
         for _ in range(MAX_ROUNDS):
-            by_text, by_image = self._nearest([(q, "text", depth), (q, "image", depth)], filters, exact)
-            text = {h.product_id: h for h in by_text}
-            image = {h.product_id: h for h in by_image}
-            for hit in self._among(q, "image", [p for p in text if p not in image]):
-                image[hit.product_id] = hit
-            for hit in self._among(q, "text", [p for p in image if p not in text]):
-                text[hit.product_id] = hit
-            fused = [
-                Hit(pid, w * text[pid].score + (1 - w) * image[pid].score, text[pid].payload)
-                for pid in text
-                if pid in image
-            ]
-            fused.sort(key=lambda h: (-h.score, h.product_id))
+            by_text, by_image = self._scored([(q, "text", depth), (q, "image", depth)], filters, exact)
+            text, image = dict(by_text), dict(by_image)
+            image.update(self._scored_among(q, "image", [k for k in text if k not in image]))
+            text.update(self._scored_among(q, "text", [k for k in image if k not in text]))
+            fused = sorted(((w * text[k] + (1 - w) * image[k], k) for k in text if k in image), key=lambda x: -x[0])
             top = fused[:limit]
             # A short list holds every product that passes the filters: nothing is unseen.
             complete = len(by_text) < depth or len(by_image) < depth
-            if complete or not by_text:
-                return top
-            unseen_best = w * by_text[-1].score + (1 - w) * by_image[-1].score
-            if len(top) == limit and top[-1].score >= unseen_best:
-                return top
+            unseen_best = w * by_text[-1][1] + (1 - w) * by_image[-1][1] if by_text and by_image else None
+            if complete or unseen_best is None or (len(top) == limit and top[-1][0] >= unseen_best):
+                break
             depth *= 4
-        return top
+        payloads = self._payloads([k for _, k in top])
+        return [Hit(payloads[k]["product_id"], score, payloads[k]) for score, k in top if k in payloads]

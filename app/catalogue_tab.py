@@ -1,0 +1,211 @@
+"""The Catalogue tab and the ``/ingest``, ``/delete_products`` and ``/catalogue`` endpoints: layout and wiring only;
+``app.catalogue`` does the work.
+
+The admin token is asked for once per browser session (kept in that session's state, never in the page's HTML); API
+clients pass it as the ``admin_token`` parameter. An import runs in its own concurrency group, so searching goes on
+meanwhile, and the manager lets one import run at a time (a second one is told to wait).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import gradio as gr
+
+from . import handlers as h
+from .catalogue import MODES, PAGE_SIZE, READ_ONLY, CatalogueManager, bad_rows_csv
+from .shown import shown_to_people
+
+LOCKED = "🔒 Enter the admin token to upload, change or delete products."
+UNLOCKED = "🔓 Changes allowed in this browser session."
+
+
+def _who(request: gr.Request | None) -> str:
+    return getattr(getattr(request, "client", None), "host", None) or "unknown"
+
+
+def _photo_cell(path: str | None, photo_ok: Callable[[str | None], bool]) -> str:
+    if not photo_ok(path):
+        return ""
+    return f'<img src="/gradio_api/file={html.escape(str(path), quote=True)}" alt="" style="height:48px">'
+
+
+def _table(page: dict, photo_ok) -> list[list]:
+    return [
+        [_photo_cell(p["image"], photo_ok), p["id"], p["name"], p["brand"] or "", p["category"] or "",
+         h.price_text(p["price"]) if p["price"] is not None else ""]
+        for p in page["products"]
+    ]  # fmt: skip
+
+
+def _summary(report: dict) -> str:
+    lines = [
+        f"### Import done: {report['rows']} rows",
+        f"**{report['added']}** added · **{report['updated']}** updated · **{report['unchanged']}** unchanged · "
+        f"**{report['deleted']}** deleted · **{len(report['bad'])}** bad rows · catalogue version "
+        f"{report['catalog_version']} · {report['seconds']:.1f} s",
+    ]
+    if report.get("skipped"):
+        shown = "; ".join(html.escape(s) for s in report["skipped"][:5])
+        more = f" (and {len(report['skipped']) - 5} more)" if len(report["skipped"]) > 5 else ""
+        lines.append(f"Skipped in the upload: {shown}{more}")
+    return "\n\n".join(lines)
+
+
+def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | None], bool], after_change: dict):
+    """Inside an open ``gr.Tab``: the Catalogue tab. ``after_change`` is the ``.then`` that refreshes the search tabs
+    (filter choices, examples, status line) once the catalogue changed."""
+    token_state = gr.State("")
+
+    @shown_to_people
+    def unlock(token: str, request: gr.Request):
+        manager.gate.check(token, _who(request))
+        return token, UNLOCKED, gr.Textbox(value="")
+
+    def run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress):
+        def show(state) -> None:
+            progress(state.fraction, desc=state.words())
+
+        return manager.ingest(
+            _path(catalogue), _path(photos_zip), [_path(p) for p in photos or []], mode, admin_token, _who(request),
+            on_progress=show,
+        )  # fmt: skip
+
+    # The endpoints' parameter names are what API clients see (client.view_api()).
+    @shown_to_people
+    def ingest_catalogue(
+        catalogue: str | None,
+        photos_zip: str | None = None,
+        mode: str = "update",
+        admin_token: str = "",
+        photos: list[str] | None = None,
+        request: gr.Request = None,
+        progress=gr.Progress(),
+    ):
+        """Import a catalogue file (JSON, JSONL or CSV in the sample schema) with its photos (a zip, or single files):
+        mode update (default), sync or replace. Returns the report as JSON (rows, added, updated, unchanged, deleted,
+        bad rows with line, id and reason)."""
+        return run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress).to_json()
+
+    @shown_to_people
+    def delete_products(ids: list[str] | str, admin_token: str = "", request: gr.Request = None):
+        """Delete products by id (a list, or one text with commas or spaces). Returns the ids deleted and unknown."""
+        return manager.delete(ids, admin_token, _who(request))
+
+    @shown_to_people
+    def catalogue(page: int = 1, query: str = "", page_size: int = PAGE_SIZE):
+        """One page of the catalogue (id, name, brand, category, price, image), searched by id or part of a name."""
+        return manager.page(query, page, page_size)
+
+    def page_view(page: int, query: str):
+        got = catalogue(page, query)
+        words = f"{got['total']:,} products · page {got['page']} of {got['pages']}"
+        return _table(got, photo_ok), words, got["page"]
+
+    @shown_to_people
+    def page_ingest(catalogue_file, zip_file, photo_files, mode, token, request: gr.Request, progress=gr.Progress()):
+        report = run_ingest(catalogue_file, zip_file, mode, token, photo_files, request, progress)
+        data = report.to_json()
+        rows = [[b["line"], b["id"] or "", b["reason"]] for b in data["bad"]]
+        csv_file = bad_rows_csv(report)
+        return _summary(data), rows, gr.File(value=str(csv_file) if csv_file else None, visible=bool(csv_file)), data
+
+    @shown_to_people
+    def page_delete(ids, token, request: gr.Request):
+        done = delete_products(ids, token, request)
+        unknown = f" Not in the catalogue: {', '.join(done['unknown'])}." if done["unknown"] else ""
+        return f"Deleted {len(done['deleted'])} product(s): {', '.join(done['deleted']) or 'none'}.{unknown}", ""
+
+    def pick(ids: str, evt: gr.SelectData):
+        row = evt.row_value if isinstance(getattr(evt, "row_value", None), list) else None
+        product_id = row[1] if row and len(row) > 1 else None
+        chosen = parse(ids)
+        if product_id and product_id not in chosen:
+            chosen.append(product_id)
+        return ", ".join(chosen)
+
+    def parse(ids: str) -> list[str]:
+        return [p for p in (ids or "").replace(",", " ").split() if p]
+
+    if not manager.writable:
+        gr.Markdown(f"⚠ {html.escape(READ_ONLY)}", elem_id="catalogue-read-only")
+    with gr.Accordion("Admin token", open=manager.writable):
+        with gr.Row():
+            token_box = gr.Textbox(
+                label="Admin token", type="password", placeholder="ADMIN_TOKEN", scale=4, elem_id="admin-token"
+            )
+            unlock_button = gr.Button("Unlock", scale=1, elem_id="unlock", interactive=manager.writable)
+        lock_note = gr.Markdown(LOCKED, elem_id="lock-note")
+    with gr.Accordion("Import a catalogue", open=True):
+        gr.Markdown(
+            "A catalogue file in the sample schema (`id, SKU, name, brand, category, color, price, description, text, "
+            "image_path`) and its photos: a **.zip** (paths relative to the zip's root or to the catalogue's folder "
+            "inside it; the catalogue may be inside the zip too) or single photo files."
+        )
+        with gr.Row():
+            catalogue_file = gr.File(label="Catalogue (.json, .jsonl, .csv)", file_types=[".json", ".jsonl", ".csv"],
+                                     elem_id="catalogue-file")  # fmt: skip
+            zip_file = gr.File(label="Photos (.zip)", file_types=[".zip"], elem_id="photos-zip")
+            photo_files = gr.File(label="or single photos", file_count="multiple", file_types=["image"],
+                                  elem_id="photo-files")  # fmt: skip
+        mode = gr.Radio([(words, key) for key, words in MODES.items()], value="update", label="How",
+                        elem_id="ingest-mode")  # fmt: skip
+        ingest_button = gr.Button("Import", variant="primary", elem_id="ingest", interactive=manager.writable)
+        summary = gr.Markdown(elem_id="ingest-summary")
+        bad_table = gr.Dataframe(headers=["line", "id", "reason"], label="Bad rows", interactive=False,
+                                 elem_id="bad-rows")  # fmt: skip
+        bad_csv = gr.File(label="Bad rows as CSV", visible=False, elem_id="bad-rows-csv")
+        report_json = gr.JSON(label="Report (what the /ingest API returns)", visible=False)
+    with gr.Accordion("Products", open=True):
+        with gr.Row():
+            query = gr.Textbox(label="Search by id or name", scale=3, elem_id="catalogue-search")
+            page_number = gr.Number(value=1, minimum=1, precision=0, label="Page", scale=1, elem_id="catalogue-page")
+            show_button = gr.Button("Show", scale=1, elem_id="catalogue-show")
+        page_words = gr.Markdown(elem_id="catalogue-count")
+        table = gr.Dataframe(
+            headers=["photo", "id", "name", "brand", "category", "price"],
+            datatype=["html", "str", "str", "str", "str", "str"],
+            interactive=False,
+            elem_id="catalogue-table",
+        )
+        with gr.Row():
+            to_delete = gr.Textbox(label="Products to delete (click rows, or type ids)", scale=4, elem_id="delete-ids")
+            delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="delete", interactive=manager.writable)
+        delete_note = gr.Markdown(elem_id="delete-note")
+
+    unlock_button.click(unlock, inputs=[token_box], outputs=[token_state, lock_note, token_box],
+                        api_visibility="private")  # fmt: skip
+    browse = {"fn": page_view, "inputs": [page_number, query], "outputs": [table, page_words, page_number],
+              "api_visibility": "private"}  # fmt: skip
+    gr.on([show_button.click, query.submit], **browse)
+    ingest_button.click(
+        page_ingest,
+        inputs=[catalogue_file, zip_file, photo_files, mode, token_state],
+        outputs=[summary, bad_table, bad_csv, report_json],
+        api_visibility="private",
+        concurrency_id="catalogue",
+        concurrency_limit=2,  # the second reaches the manager, which tells it to wait
+    ).success(**browse).then(**after_change)
+    delete_button.click(
+        page_delete, inputs=[to_delete, token_state], outputs=[delete_note, to_delete], api_visibility="private"
+    ).success(**browse).then(**after_change)
+    table.select(pick, inputs=[to_delete], outputs=[to_delete], api_visibility="private")
+
+    # The API: the same functions, with the token as a parameter (hidden JSON components carry lists and reports).
+    api = gr.Button(visible=False)
+    api_ids, api_out = gr.JSON(visible=False), gr.JSON(visible=False)
+    api.click(ingest_catalogue, inputs=[catalogue_file, zip_file, mode, token_box, photo_files], outputs=[api_out],
+              api_name="ingest", concurrency_id="catalogue", concurrency_limit=2)  # fmt: skip
+    api.click(delete_products, inputs=[api_ids, token_box], outputs=[api_out], api_name="delete_products")
+    api.click(catalogue, inputs=[page_number, query], outputs=[api_out], api_name="catalogue")
+    return browse
+
+
+def _path(value) -> str | None:
+    """A file from the page or the API: a path, or Gradio's file data (a dict or an object with ``path``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return value.get("path")
+    return getattr(value, "path", value)
