@@ -54,6 +54,7 @@ def build_demo(
     categories, brands = h.filter_choices(pipe)
     photo_examples, text_examples = h.catalogue_examples(pipe)
     default_k = config.default_top_k
+    refine_default = pipe.settings.refine_weight
 
     def photo_ok(path: str | None) -> bool:
         return bool(path) and Path(path).is_file() and h.is_inside(path, folders)
@@ -92,12 +93,17 @@ def build_demo(
         brands: list[str] | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
+        refine: str | None = None,
+        refine_weight: float = refine_default,
+        diverse: bool = False,
     ):
-        """Find the catalogue products that look like a photo. Returns the gallery (photo, caption) and the matches
-        as JSON (id, name, brand, category, price, score, level, image)."""
+        """Find the catalogue products that look like a photo; ``refine``: words that move the search ("in red"),
+        by ``refine_weight`` (0: the photo alone, 1: the words alone); ``diverse``: no near-copies side by side.
+        Returns the gallery (photo, caption) and the matches as JSON (id, name, brand, category, price, score, level,
+        image)."""
         source = h.image_source(image)
         return respond(
-            lambda k, f: pipe.matcher.match_image(source, top_k=k, filters=f),
+            lambda k, f: pipe.matcher.match_image(source, k, f, refine or None, refine_weight, diverse=bool(diverse)),
             top_k, categories, brands, min_price, max_price,
         )  # fmt: skip
 
@@ -109,11 +115,30 @@ def build_demo(
         brands: list[str] | None = None,
         min_price: float | None = None,
         max_price: float | None = None,
+        diverse: bool = False,
     ):
-        """Find the catalogue products that fit a description. Returns the gallery (photo, caption) and the matches
-        as JSON (id, name, brand, category, price, score, level, image)."""
+        """Find the catalogue products that fit a description (its words and meaning: exact SKUs and names come
+        first); ``diverse``: no near-copies side by side. Returns the gallery (photo, caption) and the matches as JSON
+        (id, name, brand, category, price, score, level, image)."""
         return respond(
-            lambda k, f: pipe.matcher.match_text(text, top_k=k, filters=f),
+            lambda k, f: pipe.matcher.match_text(text, top_k=k, filters=f, diverse=bool(diverse)),
+            top_k, categories, brands, min_price, max_price,
+        )  # fmt: skip
+
+    @shown_to_people
+    def similar(
+        product_id: str,
+        top_k: int = default_k,
+        categories: list[str] | None = None,
+        brands: list[str] | None = None,
+        min_price: float | None = None,
+        max_price: float | None = None,
+        diverse: bool = False,
+    ):
+        """More like this: the products whose photos are closest to this product's (itself excluded, filters
+        applied). Returns the gallery (photo, caption) and the matches as JSON."""
+        return respond(
+            lambda k, f: pipe.matcher.similar(product_id, top_k=k, filters=f, diverse=bool(diverse)),
             top_k, categories, brands, min_price, max_price,
         )  # fmt: skip
 
@@ -121,13 +146,16 @@ def build_demo(
     def show(state: dict):
         matches = state.get("matches") or []
         first = h.details(matches[0]) if matches else None
-        return state.get("heading", WAITING), state.get("status", current_info().markdown()), first
+        chosen = matches[0]["id"] if matches else ""
+        return state.get("heading", WAITING), state.get("status", current_info().markdown()), first, chosen
 
     @shown_to_people
     def select(state: dict, evt: gr.SelectData):
         matches = (state or {}).get("matches") or []
         index = evt.index if isinstance(evt.index, int) else None
-        return h.details(matches[index]) if index is not None and 0 <= index < len(matches) else None
+        if index is None or not 0 <= index < len(matches):
+            return None, ""
+        return h.details(matches[index]), matches[index]["id"]
 
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
         with gr.Tabs():
@@ -144,6 +172,16 @@ def build_demo(
                                     height=280,
                                     elem_id="query-image",
                                 )
+                                refine = gr.Textbox(
+                                    label="Refine with words (optional)",
+                                    placeholder='e.g. "in red", "but leather"',
+                                    max_lines=1,
+                                    elem_id="refine-text",
+                                )
+                                refine_weight = gr.Slider(
+                                    0, 1, value=refine_default, step=0.05, label="Weight of the words",
+                                    elem_id="refine-weight",
+                                )  # fmt: skip
                                 image_button = gr.Button("Match", variant="primary", elem_id="match-image")
                                 photo_samples = gr.Dataset(
                                     components=[gr.Image(type="filepath", visible=False)],
@@ -175,6 +213,9 @@ def build_demo(
                             brand_box = gr.Dropdown(
                                 brands, value=[], multiselect=True, label="Brands", allow_custom_value=True
                             )
+                            diverse = gr.Checkbox(
+                                value=False, label="Diverse results (no near-copies side by side)", elem_id="diverse"
+                            )
                             with gr.Row():
                                 # 0 (what an empty box sends) means no limit; the API's default is None, the same.
                                 min_price = gr.Number(value=None, minimum=0, label="Lowest price (0 = any)")
@@ -191,12 +232,14 @@ def build_demo(
                             elem_id="results",
                         )
                         details = gr.JSON(label="Selected product (click a result)", elem_id="details")
+                        more_button = gr.Button("More like this", elem_id="more-like-this")
                         with gr.Accordion("Results as JSON (what the API returns)", open=False):
                             data = gr.JSON(label="Matches", elem_id="matches-json")
             with gr.Tab("Catalogue", id="catalogue-tab"):
                 catalogue_tab = gr.Column()
         status = gr.Markdown(current_info().markdown(), elem_id="status")
         last = gr.State({})
+        chosen = gr.Textbox(visible=False, elem_id="chosen-product")  # the selected result; API: the product id
         after_change = {
             "fn": refresh,
             "outputs": [category_box, brand_box, status, photo_samples, text_samples],
@@ -207,11 +250,13 @@ def build_demo(
 
         filters = [top_k, category_box, brand_box, min_price, max_price]
         outputs = [gallery, data, last]
-        after = {"fn": show, "inputs": [last], "outputs": [heading, status, details], "api_visibility": "private"}
+        after = {
+            "fn": show, "inputs": [last], "outputs": [heading, status, details, chosen], "api_visibility": "private"
+        }  # fmt: skip
         gr.on(
             [image_button.click],
             match_image,
-            inputs=[image, *filters],
+            inputs=[image, *filters, refine, refine_weight, diverse],
             outputs=outputs,
             api_name="match_image",
             preprocess=False,
@@ -220,13 +265,21 @@ def build_demo(
         gr.on(
             [text_button.click, text.submit],
             match_text,
-            inputs=[text, *filters],
+            inputs=[text, *filters, diverse],
             outputs=outputs,
             api_name="match_text",
             preprocess=False,
             concurrency_id="match",
         ).success(**after)
-        gallery.select(select, inputs=[last], outputs=[details], api_visibility="private")
+        more_button.click(
+            similar,
+            inputs=[chosen, *filters, diverse],
+            outputs=outputs,
+            api_name="similar",
+            preprocess=False,
+            concurrency_id="match",
+        ).success(**after)
+        gallery.select(select, inputs=[last], outputs=[details, chosen], api_visibility="private")
         photo_samples.click(lambda sample: sample[0], inputs=[photo_samples], outputs=[image], api_visibility="private")
         text_samples.click(lambda sample: sample[0], inputs=[text_samples], outputs=[text], api_visibility="private")
         demo.load(**after_change)

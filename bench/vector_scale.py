@@ -390,7 +390,7 @@ class Child:
             storage=tuning.storage,
             hnsw_m=tuning.hnsw_m,
             hnsw_ef_construct=tuning.hnsw_ef_construct,
-            hnsw_ef=tuning.hnsw_ef,
+            hnsw_ef=tuning.ef_for(cfg["products"]),
             exact_below=tuning.exact_below,
         )
         card = ModelCard("bench-synthetic", "clip", "synthetic", "-", "fp32", cfg["dim"], 77, 224, {"synthetic": "0"})

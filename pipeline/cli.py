@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineError
-from .ops import evaluate, triton_server
+from .ops import duplicates, evaluate, triton_server
 from .settings import Settings, SettingsError
 
 
@@ -85,9 +85,13 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
 
     with Pipeline(settings) as pipe:
         if args.text is not None:
-            result = pipe.matcher.match_text(args.text, args.top_k, _filters(args))
+            result = pipe.matcher.match_text(args.text, args.top_k, _filters(args), diverse=args.diverse)
+        elif args.similar is not None:
+            result = pipe.matcher.similar(args.similar, args.top_k, _filters(args), diverse=args.diverse)
         else:
-            result = pipe.matcher.match_image(Path(args.image), args.top_k, _filters(args))
+            result = pipe.matcher.match_image(
+                Path(args.image), args.top_k, _filters(args), args.refine, args.refine_weight, diverse=args.diverse
+            )
         if args.json:
             print(json.dumps(result.to_json(with_metadata=args.metadata), indent=2, default=str))
             return 0
@@ -178,6 +182,10 @@ def parser() -> argparse.ArgumentParser:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text")
     query.add_argument("--image")
+    query.add_argument("--similar", metavar="ID", help="more like this product (its stored photo)")
+    p.add_argument("--refine", metavar="WORDS", help="with --image: words that refine the photo ('in red')")
+    p.add_argument("--refine-weight", type=float, help="with --refine: 0 (the photo) to 1 (the words)")
+    p.add_argument("--diverse", action="store_true", help="re-rank with MMR: no near-copies side by side")
     p.add_argument("--top-k", type=int, default=5)
     _add_filters(p)
     p.add_argument("--json", action="store_true")
@@ -191,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("triton", help="serve the model repository with the bundled Triton Inference Server")
     triton_server.add_arguments(p)
     p.set_defaults(run=_triton)
+
+    p = sub.add_parser("duplicates", help="pairs of products whose photos are near-identical")
+    duplicates.add_arguments(p)
+    p.set_defaults(run=lambda args, settings: duplicates.run_from_args(args, settings))
 
     p = sub.add_parser("evaluate", help="retrieval quality of the pipeline on labelled queries")
     evaluate.add_arguments(p)

@@ -105,9 +105,18 @@ class IndexTuning:
     storage: str = "int8"
     hnsw_m: int = 32  # 16 lost 5 points of recall at 100k for the same query time
     hnsw_ef_construct: int = 100  # 200 added 1.5 points at 100k for twice the build time
-    hnsw_ef: int = 256  # recall@10 0.96-0.97 at 1M (0.78-0.89 at 128); 1.0 ms a query at 100k
+    # None: by size. ef 128 keeps recall@10 >= 0.96 up to 100k products at ~0.5 ms; 1M needs 256 (0.96-0.97; 128
+    # gave 0.78-0.89).
+    hnsw_ef: int | None = None
+    large_from: int = 500_000  # products from which HNSW is searched with ef 256
     exact_below: int = 15_000  # products per segment under which no HNSW is built: brute force is as fast, and exact
     oversampling: float = 4.0  # int8: candidates rescored with the float32 vectors, as a multiple of k (2: 0.98 cap)
+
+    def ef_for(self, points: int) -> int:
+        """HNSW search breadth for a collection of ``points`` products (``QDRANT_HNSW_EF`` fixes it)."""
+        if self.hnsw_ef:
+            return self.hnsw_ef
+        return 256 if points >= self.large_from else 128
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,7 @@ class Settings:
     qdrant_api_key: str | None = None
     qdrant_collection: str = "products"
     vector_storage: str = IndexTuning.storage
-    hnsw_ef: int = IndexTuning.hnsw_ef
+    hnsw_ef: int | None = None  # None: chosen by the collection's size (IndexTuning.ef_for)
     mongodb_uri: str | None = None
     mongo_timeout_ms: int = 3000
     cache_size_mb: int = 256
@@ -134,6 +143,8 @@ class Settings:
     ingest_batch_size: int = 32
     data_persistent: bool | None = None  # the container says whether DATA_DIR survives a restart (None: not known)
     admin_token: str | None = field(default=None, repr=False)  # changes to the catalogue need it (None: read-only)
+    hybrid_search: bool = True  # text queries: BM25 fused with the dense ranking (README "Search features")
+    refine_weight: float = 0.3  # photo + words: how far the photo's embedding moves towards the words'
     match_threshold: float | None = None  # overrides the model card's "match" threshold
     similar_threshold: float | None = None  # overrides the model card's "similar" threshold
 
@@ -152,7 +163,7 @@ class Settings:
             qdrant_api_key=env_text(env, "QDRANT_API_KEY"),
             qdrant_collection=_collection(env),
             vector_storage=env_choice(env, "VECTOR_STORAGE", IndexTuning.storage, VECTOR_STORAGES),
-            hnsw_ef=env_int(env, "QDRANT_HNSW_EF", IndexTuning.hnsw_ef, low=1),
+            hnsw_ef=env_int(env, "QDRANT_HNSW_EF", 0, low=0) or None,
             mongodb_uri=env_text(env, "MONGODB_URI"),
             mongo_timeout_ms=env_int(env, "MONGO_TIMEOUT_MS", 3000, low=1),
             cache_size_mb=env_int(env, "CACHE_SIZE_MB", 256, low=1),
@@ -163,6 +174,8 @@ class Settings:
             ingest_batch_size=env_int(env, "INGEST_BATCH_SIZE", 32, low=1, high=4096),
             data_persistent=env_flag(env, "DATA_PERSISTENT") if env_text(env, "DATA_PERSISTENT") else None,
             admin_token=env_text(env, "ADMIN_TOKEN"),
+            hybrid_search=env_flag(env, "HYBRID_SEARCH") if env_text(env, "HYBRID_SEARCH") else True,
+            refine_weight=_unit(env, "REFINE_WEIGHT", 0.3),
             match_threshold=env_float(env, "MATCH_THRESHOLD", None),
             similar_threshold=env_float(env, "SIMILAR_THRESHOLD", None),
         )
@@ -210,3 +223,10 @@ def _collection(env: Mapping[str, str]) -> str:
             f"QDRANT_COLLECTION={name!r} is not a usable name: use up to 64 letters, digits, '-' or '_'."
         )
     return name
+
+
+def _unit(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env_float(env, name, default, low=0.0)
+    if value > 1.0:
+        raise SettingsError(f"{name}={value:g} is out of range: use a number from 0 to 1.")
+    return value

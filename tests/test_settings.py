@@ -24,7 +24,7 @@ BAD = {
     "TRITON_TIMEOUT_S": "nan",
     "TRITON_FALLBACK": "remote",
     "QDRANT_COLLECTION": "../escape",
-    "QDRANT_HNSW_EF": "0",
+    "QDRANT_HNSW_EF": "-3",
     "VECTOR_STORAGE": "tape",
     "MATCH_THRESHOLD": "high",
     "SIMILAR_THRESHOLD": "inf",

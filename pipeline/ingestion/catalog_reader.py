@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..errors import CatalogError
 
-# Part of every content hash: products stored by an older layout (photos served from where the catalogue lay, not
-# from the photo store under DATA_DIR) differ from what an ingest would store now, so they are stored again once.
-STORE_FORMAT = b"\0photo-store-1"
+# Part of every content hash: products stored by an older layout (photos served from where the catalogue lay, no
+# lexical vector) differ from what an ingest would store now, so they are stored again once.
+STORE_FORMAT = b"\0store-2"  # 2: the photo store and the BM25 vector
 SCHEMA = ("id", "SKU", "name", "brand", "category", "color", "price", "description", "text", "image_path")
 TEXT_FIELDS = ("name", "brand", "category", "color", "description")
 STRING_FIELDS = ("name", "brand", "category", "color", "SKU", "description", "text")

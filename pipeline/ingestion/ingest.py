@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PipelineError
+from ..ops.duplicates import near_duplicates, threshold_for
 from ..progress import counter
 from ..query.preprocess import load_image, read_image_bytes
 from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
+from ..storage.vectors.lexical import lexical_text
 from .catalog_reader import BadRow, Product, read_catalog
 
 Progress = Callable[[int, int, str], None]  # (products done, products to do, what is happening)
@@ -38,6 +40,7 @@ class IngestReport:
     deleted: int = 0
     bad: list[BadRow] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # upload entries that were not a catalogue or a photo
+    duplicates: list[dict] = field(default_factory=list)  # near-identical photos among the changed products
     catalog_version: int = 0
     seconds: float = 0.0
     optimize_seconds: float = 0.0
@@ -56,6 +59,7 @@ class IngestReport:
             + (f" ({rate:.1f} products/s)" if rate else "")
         ]
         lines += [f"  bad row {bad}" for bad in self.bad]
+        lines += [f"  near-identical photos: {d['a']} ~ {d['b']} (cosine {d['cosine']:.4f})" for d in self.duplicates]
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -68,6 +72,7 @@ class IngestReport:
             "deleted": self.deleted,
             "bad": [{"line": b.line, "id": b.product_id, "reason": b.reason} for b in self.bad],
             "skipped": list(self.skipped),
+            "duplicates": list(self.duplicates),
             "catalog_version": self.catalog_version,
             "seconds": round(self.seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
@@ -142,6 +147,10 @@ def ingest(
             forget_photos(pipeline)
         tell(len(todo), len(todo), "optimising the index")
         report.optimize_seconds = index.optimize()["seconds"]
+        changed = [p.id for p in todo if p.id not in {b.product_id for b in report.bad}]
+        if changed:
+            tell(len(todo), len(todo), "looking for near-identical photos")
+            report.duplicates = near_duplicates(index, changed, threshold_for(encoder.card))
     report.bad.sort(key=lambda b: b.line)
     report.catalog_version = index.version()
     report.seconds = time.perf_counter() - started
@@ -232,6 +241,7 @@ def _write(pipeline, products: list[Product], image_vecs: np.ndarray, text_vecs:
                 image_vecs[i],
                 text_vecs[i],
                 {**{k: p.fields.get(k) for k in PAYLOAD_FIELDS}, "content_hash": p.content_hash},
+                lexical=lexical_text(p.fields),
             )
             for i, p in enumerate(products)
         ]

@@ -29,10 +29,13 @@ from ..ingestion.ingest import ingest
 from ..model_repo import ModelCard
 from ..progress import counter, step
 from ..query.matcher import level_thresholds
-from ..query.preprocess import load_image
+from ..query.preprocess import clean_text, load_image
 from ..query.types import level_for
 from ..service import Pipeline
 from ..settings import Settings
+from ..storage.vectors import point_id
+from ..storage.vectors.lexical import fuse_rankings
+from ..storage.vectors.store import HYBRID_DEPTH
 
 KS = (1, 5, 10)
 MATCH_PRECISION = 0.9
@@ -157,6 +160,7 @@ class Reference:
     ids: list[str]
     scores: np.ndarray  # float64, aligned with ids
     ranked: Ranked
+    hybrid: bool = False  # the order is the hybrid one (dense + BM25): it must be matched exactly
 
     def score_of(self, product_id: str) -> float:
         return float(self.scores[self._position[product_id]])
@@ -173,16 +177,32 @@ def brute_force(pipe: Pipeline, queries: list[Query], top_k: int) -> list[Refere
     text_vectors = text_vectors[[order[pid] for pid in ids]].astype(np.float64)
     image_vectors = image_vectors.astype(np.float64)
     encoder, w = pipe.encoder, pipe.card.text_weight
+    hybrid = pipe.settings.hybrid_search
+    keys = {point_id(pid): pid for pid in ids}
+    names = {}
+    if hybrid:
+        docs = pipe.store.get_many(ids)
+        names = {pid: (doc.get("SKU"), doc.get("name")) for pid, doc in docs.items()}
     out = []
     for q in queries:
         if q.kind == "text":
-            v = encoder.encode_texts([q.value])[0].astype(np.float64)
+            text = clean_text(q.value, pipe.settings.max_text_chars)
+            v = encoder.encode_texts([text])[0].astype(np.float64)
             scores = w * (text_vectors @ v) + (1 - w) * (image_vectors @ v)
         else:
             v = encoder.encode_images([load_image(q.value)])[0].astype(np.float64)
             scores = image_vectors @ v
-        top = np.argsort(-scores, kind="stable")[:top_k]
-        out.append(Reference(ids, scores, Ranked(q, [ids[i] for i in top], [float(scores[i]) for i in top])))
+        order = np.argsort(-scores, kind="stable")
+        top = [ids[i] for i in order[:top_k]]
+        lexical = []
+        if hybrid and q.kind == "text":
+            depth = max(HYBRID_DEPTH, 3 * top_k)
+            lexical = [keys[k] for k, _ in pipe.index.search_lexical(text, depth) if k in keys]
+            if lexical:  # the same fusion as the stores, over the brute-force dense ranking
+                top = fuse_rankings([ids[i] for i in order[:depth]], lexical, names, text, top_k)
+        position = {pid: i for i, pid in enumerate(ids)}
+        ranked = Ranked(q, top, [float(scores[position[pid]]) for pid in top])
+        out.append(Reference(ids, scores, ranked, hybrid=bool(lexical)))
     return out
 
 
@@ -311,6 +331,13 @@ def ranking_errors(result: Ranked, reference: Reference, tolerance: float = SCOR
     """
     best = reference.ranked.scores
     errors = []
+    if reference.hybrid:  # an order fused from two rankings: it must be the reference's, and every score true
+        if result.ids != reference.ranked.ids:
+            errors.append(f"hybrid order {result.ids[:5]} instead of {reference.ranked.ids[:5]}")
+        for rank, (pid, score) in enumerate(zip(result.ids, result.scores, strict=True), start=1):
+            if abs(reference.score_of(pid) - score) > tolerance:
+                errors.append(f"rank {rank}: {pid} reported {score:.6f}, its score is {reference.score_of(pid):.6f}")
+        return errors
     if len(result.ids) != len(best):
         errors.append(f"{len(result.ids)} results instead of {len(best)}")
     if len(set(result.ids)) != len(result.ids):

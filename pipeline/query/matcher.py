@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,36 +21,125 @@ from .preprocess import ImageSource, clean_text, load_image, read_image_bytes
 from .types import Filters, Match, MatchResult, level_for
 
 
+@dataclass
+class Plan:
+    """One query as the matcher runs it: how to get its embedding (cached by ``raw``), how to search with it, and
+    everything else that changes the answer (part of the result cache's key)."""
+
+    kind: str  # "text" or "image": which thresholds its levels use
+    raw: bytes | None  # the query embedding's cache key (None: not cached, e.g. a stored product vector)
+    compute: Callable[[], np.ndarray]
+    search: Callable[[np.ndarray, int, Filters], list]
+    answer_inputs: dict = field(default_factory=dict)
+
+
 class Matcher:
     def __init__(self, pipeline) -> None:
         self.pipeline = pipeline
         self.settings = pipeline.settings
 
     # -- public API ----------------------------------------------------------------------------------------------------
-    def match_text(self, text: str | None, top_k: int = 10, filters: Filters | None = None) -> MatchResult:
-        def embed() -> tuple[bytes, callable]:
+    def match_text(
+        self, text: str | None, top_k: int = 10, filters: Filters | None = None, diverse: bool = False
+    ) -> MatchResult:
+        """Products for a description: the dense fusion of text and photo, with the BM25 ranking when hybrid search
+        is on (``HYBRID_SEARCH``); ``diverse``: re-ranked by MMR over the photos."""
+
+        def plan() -> Plan:
             cleaned = clean_text(text, self.settings.max_text_chars)
-            return cleaned.encode(), lambda: self.pipeline.encoder.encode_texts([cleaned])[0]
+            w, hybrid = self.pipeline.card.text_weight, self.settings.hybrid_search
+            index = self.pipeline.index
+            if hybrid:
+                search = lambda v, k, f: index.search_hybrid(v, w, cleaned, k, f)  # noqa: E731
+            else:
+                search = lambda v, k, f: index.search_text(v, w, k, f)  # noqa: E731
+            return Plan(
+                "text",
+                cleaned.encode(),
+                lambda: self.pipeline.encoder.encode_texts([cleaned])[0],
+                search,
+                {"w": w, "lexical": cleaned if hybrid else None},
+            )
 
-        return self._run("text", embed, top_k, filters, {"text_chars": len(text or "")})
+        return self._run("text", plan, top_k, filters, diverse, {"text_chars": len(text or "")})
 
-    def match_image(self, image: ImageSource | None, top_k: int = 10, filters: Filters | None = None) -> MatchResult:
-        def embed() -> tuple[bytes, callable]:
-            if image is None or (isinstance(image, (bytes, str)) and not image):
-                raise InvalidInput("Please upload a photo of the product you are looking for.")
-            limits = (int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
-            if isinstance(image, (str, Path, bytes)):
-                # The cache key is the file's bytes: a repeated photo is answered without decoding it again.
-                data = read_image_bytes(image, limits[0])
-                return data, lambda: self.pipeline.encoder.encode_images([load_image(data, *limits)])[0]
-            decoded = load_image(image, *limits)  # an in-memory picture, keyed by its pixels
-            raw = decoded.tobytes() + repr(decoded.size).encode()
-            return raw, lambda: self.pipeline.encoder.encode_images([decoded])[0]
+    def match_image(
+        self,
+        image: ImageSource | None,
+        top_k: int = 10,
+        filters: Filters | None = None,
+        refine: str | None = None,
+        refine_weight: float | None = None,
+        diverse: bool = False,
+    ) -> MatchResult:
+        """Products that look like a photo. ``refine`` ("in red", "but leather"): the photo's embedding is moved
+        towards the words' by ``refine_weight`` (``REFINE_WEIGHT`` by default) and searched against the products'
+        photos and texts, as a description is."""
 
-        return self._run("image", embed, top_k, filters, {})
+        def plan() -> Plan:
+            raw, compute = self._photo(image)
+            words = " ".join((refine or "").split())
+            if not words:
+                index = self.pipeline.index
+                return Plan("image", raw, compute, lambda v, k, f: index.search(v, "image", k, f))
+            cleaned = clean_text(words, self.settings.max_text_chars)
+            beta = self._refine_weight(refine_weight)
+            return Plan(
+                "image",
+                raw + b"\0refine\0" + cleaned.encode() + repr(beta).encode(),
+                lambda: _towards(compute(), self.pipeline.encoder.encode_texts([cleaned])[0], beta),
+                lambda v, k, f: self.pipeline.index.search_text(v, self.pipeline.card.text_weight, k, f),
+                {"refine": cleaned, "beta": beta, "w": self.pipeline.card.text_weight},
+            )
+
+        return self._run("image", plan, top_k, filters, diverse, {"refined": bool(refine and refine.strip())})
+
+    def similar(
+        self, product_id: str | None, top_k: int = 10, filters: Filters | None = None, diverse: bool = False
+    ) -> MatchResult:
+        """More like this: the products whose photos are closest to this product's stored photo vector, the product
+        itself excluded, filters applied; nothing is embedded again."""
+
+        def plan() -> Plan:
+            pid = str(product_id or "").strip()
+            if not pid:
+                raise InvalidInput("Name the product to find similar ones for (its id).")
+            index = self.pipeline.index
+            vector = index.vectors([pid], "image").get(pid)
+            if vector is None:
+                raise InvalidInput(f"There is no product {pid!r} in the catalogue.")
+
+            def search(v, k, f):
+                return [h for h in index.search(v, "image", k + 1, f) if h.product_id != pid][:k]
+
+            return Plan("image", None, lambda: vector, search, {"similar_to": pid})
+
+        return self._run("similar", plan, top_k, filters, diverse, {"product_id": str(product_id or "")[:200]})
 
     # -- the one query path --------------------------------------------------------------------------------------------
-    def _run(self, kind: str, prepare, top_k: int, filters: Filters | None, log_fields: dict) -> MatchResult:
+    def _photo(self, image: ImageSource | None) -> tuple[bytes, Callable[[], np.ndarray]]:
+        if image is None or (isinstance(image, (bytes, str)) and not image):
+            raise InvalidInput("Please upload a photo of the product you are looking for.")
+        limits = (int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
+        encode = self.pipeline.encoder.encode_images
+        if isinstance(image, (str, Path, bytes)):
+            # The cache key is the file's bytes: a repeated photo is answered without decoding it again.
+            data = read_image_bytes(image, limits[0])
+            return data, lambda: encode([load_image(data, *limits)])[0]
+        decoded = load_image(image, *limits)  # an in-memory picture, keyed by its pixels
+        return decoded.tobytes() + repr(decoded.size).encode(), lambda: encode([decoded])[0]
+
+    def _refine_weight(self, value: float | None) -> float:
+        beta = self.settings.refine_weight if value is None else value
+        try:
+            beta = float(beta)
+        except (TypeError, ValueError):
+            raise InvalidInput("The weight of the words must be a number from 0 to 1.") from None
+        if not 0.0 <= beta <= 1.0:
+            raise InvalidInput("The weight of the words must be a number from 0 to 1.")
+        return beta
+
+    def _run(self, kind: str, prepare, top_k, filters, diverse: bool, log_fields: dict) -> MatchResult:
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -62,9 +153,9 @@ class Matcher:
         filters = filters or Filters()
         try:
             top_k = _check_top_k(top_k)
-            raw, compute = prepare()
+            plan = prepare()
             lap("validate")
-            result = self._answer(kind, raw, compute, top_k, filters, lap)
+            result = self._answer(plan, top_k, filters, bool(diverse), lap)
         except PipelineError as err:
             self.pipeline.events.write(
                 "error",
@@ -85,12 +176,14 @@ class Matcher:
                 **log_fields,
             )
             raise
+        result.kind = kind
         result.timings_ms = {**timings, "total": round((time.perf_counter() - started) * 1000, 3)}
         self.pipeline.events.write(
             "match",
             query_kind=kind,
             top_k=top_k,
             filters=list(filters.key()),
+            diverse=bool(diverse),
             cache_hit=result.cache_hit,
             timings_ms=result.timings_ms,
             result_ids=[m.id for m in result.matches],
@@ -101,30 +194,34 @@ class Matcher:
         )
         return result
 
-    def _answer(self, kind: str, raw: bytes, compute, top_k: int, filters: Filters, lap) -> MatchResult:
+    def _answer(self, plan: Plan, top_k: int, filters: Filters, diverse: bool, lap) -> MatchResult:
         pipe = self.pipeline
         card = pipe.card
         cache = pipe.cache
-        qkey = cache.query_key(card.identity, kind, hashlib.sha256(raw).digest())
-        embedding = cache.get(qkey)
-        if embedding is None:
-            embedding = np.asarray(compute(), dtype=np.float32)
-            cache.set(qkey, embedding)
-        lap("embed")
         index = pipe.index
         index.check_model(card)
+        embedding = None
+        if plan.raw is not None:
+            qkey = cache.query_key(card.identity, plan.kind, hashlib.sha256(plan.raw).digest())
+            embedding = cache.get(qkey)
+        if embedding is None:
+            embedding = np.asarray(plan.compute(), dtype=np.float32)
+            if plan.raw is not None:
+                cache.set(qkey, embedding)
+        lap("embed")
         collection = index.info()
         version = collection.catalog_version
         # The collection's own id is in the key: another collection at the same version never shares answers.
         rkey = cache.result_key(
             card.identity,
             embedding,
-            kind=kind,
+            kind=plan.kind,
             collection=collection.collection_id,
             version=version,
             k=top_k,
             filters=filters.key(),
-            w=card.text_weight,
+            diverse=diverse,
+            **plan.answer_inputs,
         )
         cached = cache.get(rkey)
         lap("cache")
@@ -132,10 +229,10 @@ class Matcher:
         if cached is not None:
             rows = cached
         else:
-            if kind == "text":
-                hits = index.search_text(embedding, card.text_weight, top_k, filters)
+            if diverse:
+                hits = diversify(index, plan.search(embedding, max(3 * top_k, MMR_CANDIDATES), filters), top_k)
             else:
-                hits = index.search(embedding, "image", top_k, filters)
+                hits = plan.search(embedding, top_k, filters)
             lap("search")
             try:
                 docs = pipe.store.get_many([h.product_id for h in hits])
@@ -148,9 +245,40 @@ class Matcher:
             # answer may mix old and new products.
             if docs is not None and not collection.writing:
                 cache.set(rkey, rows)
-        match_t, similar_t = level_thresholds(self.pipeline.card, self.settings, kind)
+        match_t, similar_t = level_thresholds(self.pipeline.card, self.settings, plan.kind)
         matches = [_to_match(pid, score, doc, match_t, similar_t, pipe.photos) for pid, score, doc in rows]
-        return MatchResult(kind, matches, cached is not None, {}, version, warnings)
+        return MatchResult(plan.kind, matches, cached is not None, {}, version, warnings)
+
+
+MMR_CANDIDATES = 30
+MMR_LAMBDA = 0.5  # relevance against novelty in MMR: 1 is the plain ranking
+
+
+def diversify(index, hits: list, k: int, lam: float = MMR_LAMBDA) -> list:
+    """Maximal marginal relevance over the candidates' photos: each next result is the one whose relevance, less its
+    closeness to a photo already chosen, is highest, so ten copies of one photo do not fill the page."""
+    if len(hits) <= 1:
+        return hits[:k]
+    photos = index.vectors([h.product_id for h in hits], "image")
+    hits = [h for h in hits if h.product_id in photos]
+    matrix = np.stack([photos[h.product_id] for h in hits])
+    relevance = np.array([h.score for h in hits], dtype=np.float32)
+    chosen: list[int] = []
+    closest = np.full(len(hits), -np.inf, dtype=np.float32)
+    while len(chosen) < min(k, len(hits)):
+        value = lam * relevance - (1 - lam) * np.where(np.isfinite(closest), closest, 0.0)
+        value[chosen] = -np.inf
+        pick = int(np.argmax(value))
+        chosen.append(pick)
+        closest = np.maximum(closest, matrix @ matrix[pick])
+    return [hits[i] for i in chosen]
+
+
+def _towards(photo: np.ndarray, words: np.ndarray, beta: float) -> np.ndarray:
+    """The photo's embedding moved towards the words' (both unit vectors), normalised again."""
+    mixed = (1.0 - beta) * np.asarray(photo, np.float32) + beta * np.asarray(words, np.float32)
+    norm = float(np.linalg.norm(mixed))
+    return mixed / norm if norm > 0 else np.asarray(photo, np.float32)
 
 
 def level_thresholds(card, settings, kind: str) -> tuple[float, float]:

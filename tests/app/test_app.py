@@ -119,11 +119,17 @@ def test_api_names_and_defaults(client):
     api = client.view_api(print_info=False, return_format="dict")
     endpoints = api["named_endpoints"]
     # examples, status and selection stay private; the catalogue's own endpoints are tested in test_catalogue.py
-    assert set(endpoints) == {"/match_image", "/match_text", "/ingest", "/delete_products", "/catalogue"}
-    for name, query in (("/match_image", "image"), ("/match_text", "text")):
+    assert set(endpoints) == {"/match_image", "/match_text", "/similar", "/ingest", "/delete_products", "/catalogue"}
+    filters = ["top_k", "categories", "brands", "min_price", "max_price"]
+    expected = {
+        "/match_image": ("image", [*filters, "refine", "refine_weight", "diverse"]),
+        "/match_text": ("text", [*filters, "diverse"]),
+        "/similar": ("product_id", [*filters, "diverse"]),
+    }
+    for name, (query, rest) in expected.items():
         params = endpoints[name]["parameters"]
         assert params[0]["parameter_name"] == query
-        assert [p["parameter_name"] for p in params[1:]] == ["top_k", "categories", "brands", "min_price", "max_price"]
+        assert [p["parameter_name"] for p in params[1:]] == rest
         assert all(p["parameter_has_default"] for p in params[1:])
         assert [r["component"] for r in endpoints[name]["returns"]] == ["Gallery", "Json"]
     categories = endpoints["/match_text"]["parameters"][2]["type"]["items"]["enum"]

@@ -30,10 +30,12 @@ import numpy as np
 
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
+from .lexical import document_vector
 from .store import IndexTuning, VectorStore
 from .types import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
+    LEXICAL,
     VECTOR_NAMES,
     CollectionInfo,
     Filters,
@@ -114,6 +116,7 @@ class EdgeVectorStore(VectorStore):
         self._recover_swap()
         if self.shard_dir.is_dir():
             self._shard = self._load(self.shard_dir)
+            self._add_lexical_vector()
             info = self._read_info()
             if info.writing:  # a change was cut short (crash, kill): its answers must not be served as current
                 log.warning("The last change of %s did not finish; the catalogue version is bumped.", self.root)
@@ -139,6 +142,17 @@ class EdgeVectorStore(VectorStore):
         for leftover in (old, new):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+    def _add_lexical_vector(self) -> None:
+        """Shards made before the lexical vector existed get it (their products gain one when next ingested)."""
+        try:
+            config = json.loads((self.shard_dir / "edge_config.json").read_text())
+        except (OSError, ValueError):
+            return
+        if LEXICAL not in (config.get("sparse_vectors") or {}):
+            q = _edge()
+            with self._lock:
+                self._shard.update(q.UpdateOperation.create_sparse_vector(LEXICAL, modifier=q.Modifier.Idf))
 
     @property
     def shard(self):
@@ -199,6 +213,7 @@ class EdgeVectorStore(VectorStore):
             ),
             # segments smaller than this stay unindexed: brute force over them is as fast as HNSW, and exact
             optimizers=q.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
+            sparse_vectors={LEXICAL: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
         )
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -222,20 +237,30 @@ class EdgeVectorStore(VectorStore):
     # -- points -------------------------------------------------------------------------------------------------------
     def _upsert(self, products: list[IndexedProduct]) -> None:
         q = _edge()
-        points = [
-            q.Point(
-                point_id(p.product_id),
-                {"image": np.asarray(p.image, np.float32).tolist(), "text": np.asarray(p.text, np.float32).tolist()},
-                {"product_id": p.product_id, **p.payload},
-            )
-            for p in products
-        ]
+        points = []
+        for p in products:
+            vectors = {
+                "image": np.asarray(p.image, np.float32).tolist(),
+                "text": np.asarray(p.text, np.float32).tolist(),
+            }
+            if words := document_vector(p.lexical):
+                vectors[LEXICAL] = q.SparseVector(*words)
+            points.append(q.Point(point_id(p.product_id), vectors, {"product_id": p.product_id, **p.payload}))
         with self._lock:
             self.shard.update(q.UpdateOperation.upsert_points(points))
 
     def _delete(self, product_ids: list[str]) -> None:
         with self._lock:
             self.shard.update(_edge().UpdateOperation.delete_points([point_id(p) for p in product_ids]))
+
+    def _vectors(self, product_ids: list[str], using: str) -> dict[str, list[float]]:
+        if not product_ids or self._shard is None:
+            return {}
+        with self._lock:
+            records = self.shard.retrieve(
+                [point_id(p) for p in product_ids], with_payload=["product_id"], with_vector=[using]
+            )
+        return {r.payload["product_id"]: (r.vector or {}).get(using) for r in records}
 
     def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
         if not product_ids or self._shard is None:
@@ -273,7 +298,7 @@ class EdgeVectorStore(VectorStore):
         quantization = None
         if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
             quantization = q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=self.tuning.oversampling)
-        return q.SearchParams(hnsw_ef=self.tuning.hnsw_ef, exact=exact, quantization=quantization)
+        return q.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 
     def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
         if self._shard is None:
@@ -309,6 +334,20 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             answers = self.shard.query_batch(q.QueryBatchRequest(batch))
         return [[(str(p.id), float(p.score)) for p in points] for points in answers]
+
+    def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
+        if self._shard is None:
+            return []
+        q = _edge()
+        request = q.QueryRequest(
+            limit=int(limit),
+            query=q.Query.Nearest(q.SparseVector(*words), using=LEXICAL),
+            filter=edge_filter(filters),
+            with_payload=False,
+        )
+        with self._lock:
+            points = self.shard.query(request)
+        return [(str(p.id), float(p.score)) for p in points]
 
     def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
         if not keys or self._shard is None:
@@ -346,10 +385,12 @@ class EdgeVectorStore(VectorStore):
         return info.points_count * len(VECTOR_NAMES) - info.indexed_vectors_count
 
     def searches_exactly(self) -> bool:
+        """No HNSW graph: the engine counts each point's lexical vector as indexed, and HNSW adds both dense ones."""
         if self._shard is None:
             return True
         with self._lock:
-            return self.shard.info().indexed_vectors_count == 0
+            info = self.shard.info()
+        return info.indexed_vectors_count <= info.points_count
 
     def optimize(self) -> dict:
         if self._shard is None:
@@ -411,7 +452,7 @@ class EdgeVectorStore(VectorStore):
                 points=info.points_count,
                 indexed_vectors=info.indexed_vectors_count,
                 segments=info.segments_count,
-                hnsw=info.indexed_vectors_count > 0,
+                hnsw=info.indexed_vectors_count > info.points_count,
             )
         return out
 

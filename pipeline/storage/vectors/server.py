@@ -19,8 +19,19 @@ import numpy as np
 
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
+from .lexical import document_vector
 from .store import IndexTuning, VectorStore
-from .types import FLOAT_FIELDS, KEYWORD_FIELDS, VECTOR_NAMES, CollectionInfo, Filters, Hit, IndexedProduct, point_id
+from .types import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    LEXICAL,
+    VECTOR_NAMES,
+    CollectionInfo,
+    Filters,
+    Hit,
+    IndexedProduct,
+    point_id,
+)
 
 
 def client_filter(filters: Filters | None):
@@ -100,6 +111,7 @@ class ServerVectorStore(VectorStore):
                 hnsw_config=models.HnswConfigDiff(m=t.hnsw_m, ef_construct=t.hnsw_ef_construct),
                 optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold_kb),
                 quantization_config=quantization,
+                sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 metadata=info.to_dict(),
             )
             for name in KEYWORD_FIELDS:
@@ -115,17 +127,19 @@ class ServerVectorStore(VectorStore):
     def _upsert(self, products: list[IndexedProduct]) -> None:
         from qdrant_client import models
 
-        points = [
-            models.PointStruct(
-                id=point_id(p.product_id),
-                vector={
-                    "image": np.asarray(p.image, np.float32).tolist(),
-                    "text": np.asarray(p.text, np.float32).tolist(),
-                },
-                payload={"product_id": p.product_id, **p.payload},
+        points = []
+        for p in products:
+            vectors: dict = {
+                "image": np.asarray(p.image, np.float32).tolist(),
+                "text": np.asarray(p.text, np.float32).tolist(),
+            }
+            if words := document_vector(p.lexical):
+                vectors[LEXICAL] = models.SparseVector(indices=words[0], values=words[1])
+            points.append(
+                models.PointStruct(
+                    id=point_id(p.product_id), vector=vectors, payload={"product_id": p.product_id, **p.payload}
+                )
             )
-            for p in products
-        ]
         with self._call("saving vectors"):
             self.client.upsert(self.collection, points=points, wait=True)
 
@@ -136,6 +150,17 @@ class ServerVectorStore(VectorStore):
             self.client.delete(
                 self.collection, points_selector=models.PointIdsList(points=[point_id(p) for p in product_ids])
             )
+
+    def _vectors(self, product_ids: list[str], using: str) -> dict[str, list[float]]:
+        if not product_ids:
+            return {}
+        with self._call("reading vectors"):
+            if not self.client.collection_exists(self.collection):
+                return {}
+            points = self.client.retrieve(
+                self.collection, [point_id(p) for p in product_ids], with_payload=["product_id"], with_vectors=[using]
+            )
+        return {p.payload["product_id"]: (p.vector or {}).get(using) for p in points}
 
     def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
         if not product_ids:
@@ -180,7 +205,7 @@ class ServerVectorStore(VectorStore):
             quantization = models.QuantizationSearchParams(
                 ignore=exact, rescore=True, oversampling=self.tuning.oversampling
             )
-        return models.SearchParams(hnsw_ef=self.tuning.hnsw_ef, exact=exact, quantization=quantization)
+        return models.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 
     def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
         from qdrant_client import models
@@ -212,6 +237,22 @@ class ServerVectorStore(VectorStore):
                 return [[] for _ in requests]
             answers = self.client.query_batch_points(self.collection, batch)
         return [[(str(p.id), float(p.score)) for p in a.points] for a in answers]
+
+    def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
+        from qdrant_client import models
+
+        with self._call("searching"):
+            if not self.client.collection_exists(self.collection):
+                return []
+            answer = self.client.query_points(
+                self.collection,
+                query=models.SparseVector(indices=words[0], values=words[1]),
+                using=LEXICAL,
+                limit=int(limit),
+                query_filter=client_filter(filters),
+                with_payload=False,
+            )
+        return [(str(p.id), float(p.score)) for p in answer.points]
 
     def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
         from qdrant_client import models
@@ -253,7 +294,8 @@ class ServerVectorStore(VectorStore):
         with self._call("reading the collection"):
             if not self.client.collection_exists(self.collection):
                 return True
-            return not (self.client.get_collection(self.collection).indexed_vectors_count or 0)
+            info = self.client.get_collection(self.collection)
+            return (info.indexed_vectors_count or 0) <= (info.points_count or 0)
 
     def stats(self) -> dict:
         out = {"engine": "Qdrant server", "where": self.where, "client": f"qdrant-client {_client_version()}"}
@@ -265,7 +307,7 @@ class ServerVectorStore(VectorStore):
                     indexed_vectors=info.indexed_vectors_count or 0,
                     segments=info.segments_count,
                     status=str(info.status.value if hasattr(info.status, "value") else info.status),
-                    hnsw=bool(info.indexed_vectors_count),
+                    hnsw=(info.indexed_vectors_count or 0) > (info.points_count or 0),
                 )
         out["storage"] = self.tuning.storage
         return out

@@ -21,11 +21,13 @@ import numpy as np
 from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
+from .lexical import RRF_K, fuse_rankings, query_vector
 from .types import CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
 
 FIRST_DEPTH = 64  # candidates per vector in the first round of the fusion (at least 2k)
+HYBRID_DEPTH = 50  # candidates of each ranking (dense, lexical) that reciprocal rank fusion combines
 MAX_ROUNDS = 6
 
 
@@ -38,6 +40,13 @@ class VectorStore:
     def __init__(self, tuning: IndexTuning) -> None:
         self.tuning = tuning
         self._write_lock = threading.RLock()  # one writer at a time (ingest, delete, optimise)
+        self._ef_now: int | None = None
+
+    def _ef(self) -> int:
+        """The HNSW breadth for the collection's size, counted once and again after each change."""
+        if self._ef_now is None:
+            self._ef_now = self.tuning.ef_for(self.count())
+        return self._ef_now
 
     # -- what each engine provides ------------------------------------------------------------------------------------
     def _read_info(self) -> CollectionInfo:
@@ -67,6 +76,10 @@ class VectorStore:
 
     def _payloads(self, keys: list) -> dict:
         """Each point's payload, by key."""
+        raise NotImplementedError
+
+    def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
+        """(point key, BM25 score) for a query's sparse vector, best first."""
         raise NotImplementedError
 
     def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
@@ -143,6 +156,7 @@ class VectorStore:
             try:
                 yield
             finally:
+                self._ef_now = None
                 info = self.info()
                 info.catalog_version += 1
                 info.writing = False
@@ -174,6 +188,13 @@ class VectorStore:
     def product_ids(self) -> list[str]:
         return [payload["product_id"] for payload, _ in self._scroll(["product_id"])]
 
+    def vectors(self, product_ids: list[str], using: str) -> dict[str, np.ndarray]:
+        """The stored ``using`` vector of each known product (more like this, diversity)."""
+        return {pid: np.asarray(v, np.float32) for pid, v in self._vectors(product_ids, using).items() if v}
+
+    def _vectors(self, product_ids: list[str], using: str) -> dict[str, list[float]]:
+        raise NotImplementedError
+
     def all_vectors(self, using: str) -> tuple[list[str], np.ndarray]:
         """Every product id and its vector (brute-force references, duplicate detection, benchmarks)."""
         ids, vectors = [], []
@@ -192,11 +213,13 @@ class VectorStore:
         self, vector: np.ndarray, text_weight: float, limit: int, filters: Filters | None = None, exact: bool = False
     ) -> list[Hit]:
         """Products ranked by ``w·cos(q, text) + (1−w)·cos(q, image)`` (see the module docstring)."""
-        q = np.asarray(vector, np.float32)
-        filters = filters or Filters()
-        w = float(text_weight)
+        return self._hits(self._fused(np.asarray(vector, np.float32), text_weight, limit, filters or Filters(), exact))
+
+    def _fused(self, q: np.ndarray, w: float, limit: int, filters: Filters, exact: bool) -> list[tuple[float, str]]:
+        """(fused score, point key), best first: the threshold algorithm of the module docstring."""
+        w = float(w)
         if w >= 1.0 or w <= 0.0:
-            return self.search(q, "text" if w >= 1.0 else "image", limit, filters, exact)
+            return [(s, k) for k, s in self._scored([(q, "text" if w >= 1.0 else "image", limit)], filters, exact)[0]]
         depth = max(FIRST_DEPTH, 2 * limit)
         for _ in range(MAX_ROUNDS):
             by_text, by_image = self._scored([(q, "text", depth), (q, "image", depth)], filters, exact)
@@ -211,5 +234,50 @@ class VectorStore:
             if complete or unseen_best is None or (len(top) == limit and top[-1][0] >= unseen_best):
                 break
             depth *= 4
-        payloads = self._payloads([k for _, k in top])
-        return [Hit(payloads[k]["product_id"], score, payloads[k]) for score, k in top if k in payloads]
+        return top
+
+    def _fused_among(self, q: np.ndarray, w: float, keys: list) -> dict:
+        """The fused score of these points exactly, whatever their rank."""
+        if not keys:
+            return {}
+        text, image = self._scored_among(q, "text", keys), self._scored_among(q, "image", keys)
+        return {k: w * text[k] + (1 - w) * image[k] for k in keys if k in text and k in image}
+
+    def _hits(self, ranked: list[tuple[float, str]]) -> list[Hit]:
+        payloads = self._payloads([k for _, k in ranked])
+        return [Hit(payloads[k]["product_id"], score, payloads[k]) for score, k in ranked if k in payloads]
+
+    def search_lexical(self, text: str, limit: int, filters: Filters | None = None) -> list[tuple[str, float]]:
+        """(point key, BM25 score), best first; empty when the text has no word BM25 keeps (only stop words)."""
+        words = query_vector(text)
+        return self._lexical(words, limit, filters or Filters()) if words else []
+
+    def search_hybrid(
+        self,
+        vector: np.ndarray,
+        text_weight: float,
+        text: str,
+        limit: int,
+        filters: Filters | None = None,
+        rrf_k: int = RRF_K,
+    ) -> list[Hit]:
+        """The dense ranking (as ``search_text``) and the BM25 ranking fused by reciprocal rank fusion; a product
+        whose SKU or whole name is the query comes first. Each hit's score stays its dense score (what the match
+        levels are calibrated on); only the order is hybrid. No lexical match: the dense ranking as it is."""
+        q, filters = np.asarray(vector, np.float32), filters or Filters()
+        depth = max(HYBRID_DEPTH, 3 * limit)
+        lexical = self.search_lexical(text, depth, filters)
+        dense = self._fused(q, text_weight, depth if lexical else limit, filters, False)
+        if not lexical:
+            return self._hits(dense)
+        candidates = self._payloads(list({k for _, k in dense} | {k for k, _ in lexical}))
+        names = {k: (p.get("SKU"), p.get("name")) for k, p in candidates.items()}
+        ids = {k: p.get("product_id") for k, p in candidates.items()}
+        order = fuse_rankings([k for _, k in dense], [k for k, _ in lexical], names, text, limit, rrf_k, ids)
+        dense_score = {k: s for s, k in dense}
+        dense_score.update(self._fused_among(q, text_weight, [k for k in order if k not in dense_score]))
+        return [
+            Hit(candidates[k]["product_id"], dense_score[k], candidates[k])
+            for k in order
+            if k in candidates and k in dense_score
+        ]

@@ -13,8 +13,9 @@ __all__ = ["Filters"]  # the query's filters, turned into each engine's conditio
 
 ID_NAMESPACE = uuid.UUID("8f5d3a52-8a3e-4c55-9d5b-3f0a2c1f7e11")
 VECTOR_NAMES = ("image", "text")
+LEXICAL = "bm25"  # the sparse vector: BM25 over the product's words (name, brand, SKU, category, colour, description)
 # What each point carries besides its vectors: enough to answer when MongoDB is down, and to filter and facet.
-PAYLOAD_FIELDS = ("name", "brand", "category", "color", "price", "image_file")
+PAYLOAD_FIELDS = ("name", "brand", "category", "color", "price", "image_file", "SKU")
 KEYWORD_FIELDS = ("category", "brand", "color")
 FLOAT_FIELDS = ("price",)
 FACET_FIELDS = ("category", "brand", "color")
@@ -31,6 +32,7 @@ class IndexedProduct:
     image: np.ndarray
     text: np.ndarray
     payload: dict = field(default_factory=dict)
+    lexical: str = ""  # the words the BM25 vector is made of (empty: no lexical vector)
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""The lexical side of a text query: BM25 sparse vectors made by Qdrant's own BM25 embedder (``qdrant_edge.Bm25``,
+in-process), for both stores, so Edge and a Qdrant server index the very same token ids. The collection's sparse
+vector has Qdrant's IDF modifier: document vectors carry the term frequencies, the engine weighs them by the
+collection's own IDF at query time.
+
+A query made only of stop words ("the", "and") has no token and no lexical vector: the search is then dense only.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+LEXICAL_FIELDS = ("name", "brand", "SKU", "category", "color", "description")
+
+
+@functools.lru_cache(maxsize=1)
+def _bm25():
+    from qdrant_edge import Bm25, Bm25Config
+
+    return Bm25(Bm25Config())
+
+
+def lexical_text(fields: dict) -> str:
+    """The product words BM25 indexes."""
+    return " ".join(str(fields[k]) for k in LEXICAL_FIELDS if fields.get(k) not in (None, ""))
+
+
+def document_vector(text: str) -> tuple[list[int], list[float]] | None:
+    if not text.strip():
+        return None
+    vector = _bm25().embed_document(text)
+    return (list(vector.indices), list(vector.values)) if vector.indices else None
+
+
+def query_vector(text: str) -> tuple[list[int], list[float]] | None:
+    vector = _bm25().embed_query(text or "")
+    return (list(vector.indices), list(vector.values)) if vector.indices else None
+
+
+def normalised(text: object) -> str:
+    """For exact-name and SKU matches: case, punctuation and spacing do not count."""
+    return " ".join(re.sub(r"[^\w]+", " ", str(text or "").lower()).split())
+
+
+RRF_K = 60  # the usual constant of reciprocal rank fusion: ranks matter, raw BM25 and cosine scales do not
+
+
+def fuse_rankings(
+    dense: list, lexical: list, names: dict, query: str, limit: int, rrf_k: int = RRF_K, ids: dict | None = None
+) -> list:
+    """The hybrid order of keys: reciprocal rank fusion of the dense ranking (keys best first) and the lexical one,
+    with any product whose SKU or whole name is the query first; equal fused ranks in product-id order (``ids``: key
+    -> product id, when keys are not product ids). ``names``: key -> (SKU, name). The one definition, used by the
+    stores and by ``evaluate --check``'s reference."""
+    fused: dict = {}
+    for ranking in (dense, lexical):
+        for rank, key in enumerate(ranking, start=1):
+            fused[key] = fused.get(key, 0.0) + 1.0 / (rrf_k + rank)
+    wanted = normalised(query)
+    exact = {k for k in lexical if wanted and wanted in tuple(normalised(n) for n in names.get(k, ()))}
+    ids = ids or {}
+    return sorted(fused, key=lambda k: (k not in exact, -fused[k], str(ids.get(k, k))))[:limit]
