@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT, shared
 
-BENCHMARKS = ["query_path", "vector_scale", "ingest_speed", "memory", "triton_vs_inprocess"]
-NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess"}
+BENCHMARKS = ["query_path", "vector_scale", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"]
+NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"}
 
 
 def _triton_missing() -> str | None:

@@ -199,7 +199,7 @@ def brute_force(pipe: Pipeline, queries: list[Query], top_k: int) -> list[Refere
             depth = max(HYBRID_DEPTH, 3 * top_k)
             lexical = [keys[k] for k, _ in pipe.index.search_lexical(text, depth) if k in keys]
             if lexical:  # the same fusion as the stores, over the brute-force dense ranking
-                top = fuse_rankings([ids[i] for i in order[:depth]], lexical, names, text, top_k)
+                top = fuse_rankings([ids[i] for i in order[:depth]], lexical, names, text, top_k, pipe.settings.rrf_k)
         position = {pid: i for i, pid in enumerate(ids)}
         ranked = Ranked(q, top, [float(scores[position[pid]]) for pid in top])
         out.append(Reference(ids, scores, ranked, hybrid=bool(lexical)))

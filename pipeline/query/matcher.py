@@ -50,7 +50,8 @@ class Matcher:
             w, hybrid = self.pipeline.card.text_weight, self.settings.hybrid_search
             index = self.pipeline.index
             if hybrid:
-                search = lambda v, k, f: index.search_hybrid(v, w, cleaned, k, f)  # noqa: E731
+                rrf_k = self.settings.rrf_k
+                search = lambda v, k, f: index.search_hybrid(v, w, cleaned, k, f, rrf_k)  # noqa: E731
             else:
                 search = lambda v, k, f: index.search_text(v, w, k, f)  # noqa: E731
             return Plan(
@@ -58,7 +59,7 @@ class Matcher:
                 cleaned.encode(),
                 lambda: self.pipeline.encoder.encode_texts([cleaned])[0],
                 search,
-                {"w": w, "lexical": cleaned if hybrid else None},
+                {"w": w, "lexical": cleaned if hybrid else None, "rrf_k": self.settings.rrf_k if hybrid else None},
             )
 
         return self._run("text", plan, top_k, filters, diverse, {"text_chars": len(text or "")})
