@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineError
-from .ops import duplicates, evaluate, triton_server
+from .ops import compare_models, duplicates, evaluate, triton_server
 from .settings import Settings, SettingsError
 
 
@@ -199,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("triton", help="serve the model repository with the bundled Triton Inference Server")
     triton_server.add_arguments(p)
     p.set_defaults(run=_triton)
+
+    p = sub.add_parser("compare-models", help="precisions of a model compared: agreement, recall, speed, size")
+    compare_models.add_arguments(p)
+    p.set_defaults(run=lambda args, settings: compare_models.run_from_args(args, settings))
 
     p = sub.add_parser("duplicates", help="pairs of products whose photos are near-identical")
     duplicates.add_arguments(p)
