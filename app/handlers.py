@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.errors import InvalidInput, PipelineError
+from pipeline.query.preprocess import NOT_AN_IMAGE
 from pipeline.query.types import LEVEL_WORDS, Filters, Match, MatchResult
 
 log = logging.getLogger("app")
@@ -75,7 +76,7 @@ def image_source(payload: object) -> str | bytes | None:
             try:
                 return base64.b64decode(url.split(",", 1)[1], validate=False)
             except (IndexError, binascii.Error):
-                raise InvalidInput("This file is not an image we can read (try a JPEG, PNG or WebP photo).") from None
+                raise InvalidInput(NOT_AN_IMAGE) from None
         if payload.get("path"):
             return str(payload["path"])
     raise InvalidInput("Please upload a photo of the product you are looking for.")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, InvalidInput, PipelineError
-from .preprocess import ImageSource, clean_text, load_image, read_image_bytes
+from .preprocess import ImageSource, clean_text, load_image, read_image_bytes, text_was_cut
 from .types import Filters, Match, MatchResult, level_for
 
 
@@ -31,6 +31,7 @@ class Plan:
     compute: Callable[[], np.ndarray]
     search: Callable[[np.ndarray, int, Filters], list]
     answer_inputs: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the person should know about their query
 
 
 class Matcher:
@@ -54,12 +55,19 @@ class Matcher:
                 search = lambda v, k, f: index.search_hybrid(v, w, cleaned, k, f, rrf_k)  # noqa: E731
             else:
                 search = lambda v, k, f: index.search_text(v, w, k, f)  # noqa: E731
+            cut = []
+            if text_was_cut(text, self.settings.max_text_chars):
+                cut.append(
+                    f"Your description is long: only its first {self.settings.max_text_chars} characters were used "
+                    "(the model reads about 60 words)."
+                )
             return Plan(
                 "text",
                 cleaned.encode(),
                 lambda: self.pipeline.encoder.encode_texts([cleaned])[0],
                 search,
                 {"w": w, "lexical": cleaned if hybrid else None, "rrf_k": self.settings.rrf_k if hybrid else None},
+                cut,
             )
 
         return self._run("text", plan, top_k, filters, diverse, {"text_chars": len(text or "")})
@@ -119,7 +127,7 @@ class Matcher:
 
     # -- the one query path --------------------------------------------------------------------------------------------
     def _photo(self, image: ImageSource | None) -> tuple[bytes, Callable[[], np.ndarray]]:
-        if image is None or (isinstance(image, (bytes, str)) and not image):
+        if image is None or (isinstance(image, str) and not image):  # empty bytes: an empty file, said by the reader
             raise InvalidInput("Please upload a photo of the product you are looking for.")
         limits = (int(self.settings.max_image_mb * 2**20), self.settings.max_image_pixels)
         encode = self.pipeline.encoder.encode_images
@@ -248,7 +256,7 @@ class Matcher:
                 cache.set(rkey, rows)
         match_t, similar_t = level_thresholds(self.pipeline.card, self.settings, plan.kind)
         matches = [_to_match(pid, score, doc, match_t, similar_t, pipe.photos) for pid, score, doc in rows]
-        return MatchResult(plan.kind, matches, cached is not None, {}, version, warnings)
+        return MatchResult(plan.kind, matches, cached is not None, {}, version, [*plan.warnings, *warnings])
 
 
 MMR_CANDIDATES = 30

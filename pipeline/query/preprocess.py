@@ -13,6 +13,7 @@ import io
 import json
 import math
 import threading
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 ImageSource = str | Path | bytes | Image.Image
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also opens MPO (camera) files
+DRAFT_SIDE = 2048
+NOT_AN_IMAGE = "This file is not a supported image: send a photo as JPEG, PNG, WebP, GIF or BMP."
 
 # Text batches are padded to a multiple of this many tokens (graphs with a dynamic sequence axis), so that queries share
 # a few shapes (Triton batches only equal shapes). "men's black puffer jacket" is 8 tokens; fashion product texts have a
@@ -63,31 +67,43 @@ def load_image(source: ImageSource, max_bytes: int = 20 * 2**20, max_pixels: int
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data))
+                # Only raster formats: PIL would hand an EPS file to Ghostscript, and a PDF or SVG is no photo.
+                image = Image.open(io.BytesIO(data), formats=PHOTO_FORMATS)
                 if image.width * image.height > max_pixels:
                     raise InvalidInput(
                         f"The image is {image.width}x{image.height} pixels, more than we accept; "
                         "please use a smaller photo."
                     )
-                image.load()
+                # A large JPEG is decoded at a fraction of its size (the towers read 224 pixels, the store keeps 1024).
+                image.draft("RGB", (DRAFT_SIDE, DRAFT_SIDE))
+                image.load()  # an animated GIF or WebP: its first frame
         except InvalidInput:
             raise
+        except Image.DecompressionBombError:
+            raise InvalidInput("The image has more pixels than we accept; please use a smaller photo.") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
-            raise InvalidInput("This file is not an image we can read (try a JPEG, PNG or WebP photo).") from err
+            raise InvalidInput(NOT_AN_IMAGE) from err
     # A broken EXIF block must not lose an otherwise good photo.
     with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+    return to_rgb(image)  # transparency onto white, as the image processor does
 
 
 def clean_text(text: str | None, max_chars: int = 1000) -> str:
-    """Normalise a description; empty or huge text is a person's mistake and gets a sentence, not a crash."""
-    cleaned = " ".join((text or "").split())
+    """Normalise a description: control characters out, whitespace collapsed, at most ``max_chars`` kept (the text
+    tower reads about 77 tokens anyway; ``text_was_cut`` tells the caller, who says so). Emoji and right-to-left text
+    stay. Empty text is a person's mistake and gets a sentence, not a crash."""
+    if text is not None and not isinstance(text, str):
+        raise InvalidInput("The description must be text.")
+    visible = "".join(ch if unicodedata.category(ch)[0] != "C" or ch in "\t\n" else " " for ch in (text or ""))
+    cleaned = " ".join(visible.split())
     if not cleaned:
         raise InvalidInput("Please type a description of the product you are looking for.")
-    if len(cleaned) > max_chars:
-        raise InvalidInput(f"The description is {len(cleaned)} characters long; please keep it under {max_chars}.")
-    return cleaned
+    return cleaned[:max_chars].rstrip()
+
+
+def text_was_cut(text: str | None, max_chars: int = 1000) -> bool:
+    return text is not None and len(" ".join(str(text).split())) > max_chars
 
 
 # --------------------------------------------------------------------------------------------------------------- text
