@@ -76,7 +76,7 @@ def test_upload_search_sync_and_delete(client, tmp_path):
     assert found["matches"][0]["id"] == rows[7]["id"] and "/photos/" in found["matches"][0]["image"]
     page = client.predict(1, rows[0]["name"], api_name="/catalogue")
     assert rows[0]["id"] in {p["id"] for p in page["products"]} and page["total"] < 10
-    assert client.predict(1, "{\"$gt\": \"\"}", api_name="/catalogue")["total"] == 0, "a literal, not an operator"
+    assert client.predict(1, '{"$gt": ""}', api_name="/catalogue")["total"] == 0, "a literal, not an operator"
 
     again = _ingest(client, catalogue, archive)
     assert (again["added"], again["unchanged"]) == (0, 10), "the same upload twice changes nothing"
