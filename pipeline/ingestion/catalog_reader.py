@@ -54,13 +54,40 @@ class CatalogRows:
     total: int = 0
 
 
+MAX_CATALOGUE_MB = 512  # read whole (a JSON array must be); a larger file is refused before anything is read
+
+
+def _encoding(path: Path) -> str:
+    """UTF-8 (with or without a byte-order mark) or UTF-16 with its mark, as spreadsheets save CSV files."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return "utf-8-sig"
+
+
 def _raw_rows(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed row or an error string) for every record in the file."""
     suffix = path.suffix.lower()
+    size = path.stat().st_size
+    if size > MAX_CATALOGUE_MB * 2**20:
+        raise CatalogError(
+            f"The catalogue {path.name} is {size / 2**20:,.0f} MB, more than the {MAX_CATALOGUE_MB} MB read at once; "
+            "split it into several files (the same ingest command adds each)."
+        )
+    if suffix not in (".csv", ".json", ".jsonl", ".ndjson", ".txt", ""):
+        raise CatalogError(f"{path.name} is not a catalogue file: use JSON (an array), JSONL or CSV.")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        text = path.read_text(encoding=_encoding(path))
+    except UnicodeDecodeError:
+        raise CatalogError(
+            f"The catalogue {path.name} is not UTF-8 or UTF-16 text (is it a spreadsheet or a zip?): save it as "
+            "CSV (UTF-8), JSON or JSONL."
+        ) from None
+    except OSError as err:
         raise CatalogError(f"Cannot read the catalogue {path}: {err}") from err
+    if "\x00" in text:
+        raise CatalogError(f"{path.name} is not a text catalogue (it holds binary data): use JSON, JSONL or CSV.")
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         for row in reader:

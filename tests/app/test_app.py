@@ -107,11 +107,11 @@ def test_empty_text_is_a_clear_error_and_the_app_keeps_serving(client):
 def test_corrupt_upload_is_a_clear_error(client, tmp_path):
     broken = tmp_path / "photo.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 10)
-    with pytest.raises(AppError, match="not an image we can read"):
+    with pytest.raises(AppError, match="not a supported image"):
         client.predict(handle_file(str(broken)), api_name="/match_image")
     truncated = tmp_path / "half.jpg"
     truncated.write_bytes((DEMO_CATALOG.parent / SAMPLE[0]["image_path"]).read_bytes()[:300])
-    with pytest.raises(AppError, match="not an image we can read"):
+    with pytest.raises(AppError, match="not a supported image"):
         client.predict(handle_file(str(truncated)), api_name="/match_image")
 
 

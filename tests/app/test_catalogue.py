@@ -146,7 +146,7 @@ def test_hostile_uploads_are_refused_with_a_sentence(client, admin_app, tmp_path
                                                "notes.txt": b"hello", "run.sh": b"rm -rf /"})  # fmt: skip
     report = _ingest(client, catalogue, mixed)
     assert report["added"] == 1 and [b["id"] for b in report["bad"]] == ["hostile-2"]
-    assert "not an image we can read" in report["bad"][0]["reason"]
+    assert "not a supported image" in report["bad"][0]["reason"]
     assert any("notes.txt" in s for s in report["skipped"]) and any("run.sh" in s for s in report["skipped"])
 
 

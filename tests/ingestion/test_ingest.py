@@ -64,7 +64,7 @@ def test_corrupt_and_bad_rows_do_not_stop_the_good_ones(pipeline, tmp_path):
     report = ingest(pipeline, folder / "catalog.jsonl", progress=False)
     assert report.added == 1
     assert [(b.line, b.product_id) for b in report.bad] == [(2, "c"), (3, "p")]
-    assert "not an image we can read" in report.bad[0].reason
+    assert "not a supported image" in report.bad[0].reason
     assert pipeline.index.count() == 1
     assert "line 2 (id c)" in report.summary()
 
