@@ -39,11 +39,16 @@ def _table(page: dict, photo_ok) -> list[list]:
     ]  # fmt: skip
 
 
+def _many(count: int, word: str = "product", bold: bool = False) -> str:
+    number = f"**{count:,}**" if bold else f"{count:,}"
+    return f"{number} {word}" + ("" if count == 1 else "s")
+
+
 def _summary(report: dict) -> str:
     lines = [
-        f"### Import done: {report['rows']} rows",
+        f"### Import done: {_many(report['rows'], 'row')}",
         f"**{report['added']}** added · **{report['updated']}** updated · **{report['unchanged']}** unchanged · "
-        f"**{report['deleted']}** deleted · **{len(report['bad'])}** bad rows · catalogue version "
+        f"**{report['deleted']}** deleted · {_many(len(report['bad']), 'bad row', bold=True)} · catalogue version "
         f"{report['catalog_version']} · {report['seconds']:.1f} s",
     ]
     if report.get("skipped"):
@@ -100,7 +105,7 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
 
     def page_view(page: int, query: str):
         got = catalogue(page, query)
-        words = f"{got['total']:,} products · page {got['page']} of {got['pages']}"
+        words = f"{_many(got['total'])} · page {got['page']} of {got['pages']}"
         return _table(got, photo_ok), words, got["page"]
 
     @shown_to_people
@@ -115,7 +120,8 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
     def page_delete(ids, token, request: gr.Request):
         done = delete_products(ids, token, request)
         unknown = f" Not in the catalogue: {', '.join(done['unknown'])}." if done["unknown"] else ""
-        return f"Deleted {len(done['deleted'])} product(s): {', '.join(done['deleted']) or 'none'}.{unknown}", ""
+        gone = f"Deleted {_many(len(done['deleted']))}: {', '.join(done['deleted'])}." if done["deleted"] else ""
+        return (gone + unknown).strip() or "Nothing was deleted.", ""
 
     def pick(ids: str, evt: gr.SelectData):
         row = evt.row_value if isinstance(getattr(evt, "row_value", None), list) else None
@@ -174,23 +180,30 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
             delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="delete", interactive=manager.writable)
         delete_note = gr.Markdown(elem_id="delete-note")
 
-    unlock_button.click(unlock, inputs=[token_box], outputs=[token_state, lock_note, token_box],
-                        api_visibility="private")  # fmt: skip
+    # Progress and the "Error" badge of a refusal show on the notes and the report only, never over the boxes people
+    # type in (the sentence itself is the message in the corner).
+    gr.on([unlock_button.click, token_box.submit], unlock, inputs=[token_box],
+          outputs=[token_state, lock_note, token_box], show_progress_on=[lock_note],
+          api_visibility="private")  # fmt: skip
     browse = {"fn": page_view, "inputs": [page_number, query], "outputs": [table, page_words, page_number],
-              "api_visibility": "private"}  # fmt: skip
+              "show_progress_on": [table], "api_visibility": "private"}  # fmt: skip
     gr.on([show_button.click, query.submit], **browse)
+    # The first page as soon as the page loads (no triggers and no inputs: on load only), so the count is there.
+    gr.on(None, **{**browse, "fn": lambda: page_view(1, ""), "inputs": None})
     ingest_button.click(
         page_ingest,
         inputs=[catalogue_file, zip_file, photo_files, mode, token_state],
         outputs=[summary, bad_table, bad_csv, report_json],
+        show_progress_on=[summary],
         api_visibility="private",
         concurrency_id="catalogue",
         concurrency_limit=2,  # the second reaches the manager, which tells it to wait
     ).success(**browse).then(**after_change)
     delete_button.click(
-        page_delete, inputs=[to_delete, token_state], outputs=[delete_note, to_delete], api_visibility="private"
-    ).success(**browse).then(**after_change)
-    table.select(pick, inputs=[to_delete], outputs=[to_delete], api_visibility="private")
+        page_delete, inputs=[to_delete, token_state], outputs=[delete_note, to_delete], show_progress_on=[delete_note],
+        api_visibility="private",
+    ).success(**browse).then(**after_change)  # fmt: skip
+    table.select(pick, inputs=[to_delete], outputs=[to_delete], show_progress="hidden", api_visibility="private")
 
     # The API: the same functions, with the token as a parameter (hidden JSON components carry lists and reports).
     api = gr.Button(visible=False)
