@@ -26,7 +26,9 @@ def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class AppConfig:
-    server_name: str = "0.0.0.0"
+    # Loopback unless asked: a page started on a laptop is not offered to the whole network. The container sets
+    # GRADIO_SERVER_NAME=0.0.0.0 (Spaces and `docker run -p` need it).
+    server_name: str = "127.0.0.1"
     server_port: int = 7860
     share: bool = False
     auth: tuple[str, str] | None = None
@@ -41,7 +43,7 @@ class AppConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppConfig:
         env = os.environ if env is None else env
         return cls(
-            server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "0.0.0.0",
+            server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
             server_port=env_int(env, "GRADIO_SERVER_PORT", 7860, 1, 65535),
             share=env_flag(env, "GRADIO_SHARE"),
             auth=_auth(env),
@@ -49,6 +51,15 @@ class AppConfig:
             queue_size=env_int(env, "GRADIO_QUEUE_SIZE", 64, 1, 10_000),
             default_top_k=env_int(env, "APP_TOP_K", 8, 1, 100),
         )
+
+    def public_warning(self) -> str | None:
+        """The sentence logged when the page would be public with no login (a share link is reachable by anyone)."""
+        if self.share and self.auth is None:
+            return (
+                "GRADIO_SHARE=1 without GRADIO_AUTH: anyone who has the share link can search, and use the Catalogue "
+                "tab's admin token prompt; set GRADIO_AUTH=user:password to require a login."
+            )
+        return None
 
     def with_(self, **changes: object) -> AppConfig:
         return replace(self, **changes)

@@ -111,6 +111,8 @@ def serve(pipe: Pipeline, config: AppConfig):
     pipe.settings.photos_path.mkdir(parents=True, exist_ok=True)
     demo = build_demo(pipe, config, h.page_info(pipe, problems))
     share = False
+    if config.public_warning():
+        log.warning("%s", config.public_warning())
     if config.share:
         reason = share_unavailable_reason()
         if reason:

@@ -73,3 +73,36 @@ def test_entry_script_serves_through_triton_and_stops_cleanly(tmp_path, model_re
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", "--", f"--http-port={ports['TRITON_HTTP_PORT']}"], capture_output=True)
     assert leftovers.returncode == 1, "tritonserver must be stopped with the container"
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule, as far as this file uses it: the last matching pattern wins, ``!`` re-includes, a pattern that
+    matches a folder excludes what is in it."""
+    import fnmatch
+
+    parts = path.split("/")
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.removeprefix("!").removeprefix("**/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        names = parts if pattern.removeprefix("!").startswith("**/") else []
+        if any(fnmatch.fnmatchcase(p, glob) for p in prefixes) or any(fnmatch.fnmatchcase(n, glob) for n in names):
+            ignored = not negated
+    return ignored
+
+
+def test_dockerignore_keeps_host_state_out_of_the_image():
+    """``COPY . .`` must never take the host's venvs, data, caches, built models or test output into the image."""
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for host_only in (".venv/bin/python", ".venv-triton/lib/x.py", "data/vectors/x", "bench/.cache/offline/m.onnx",
+                      "test-artifacts/shot.png", "model_repository/clip_text/1/model.onnx", ".git/HEAD",
+                      "pipeline/__pycache__/cli.cpython-311.pyc"):  # fmt: skip
+        assert _ignored(host_only, patterns), f"{host_only} would be copied into the image"
+    for shipped in ("pipeline/cli.py", "app/server.py", "scripts/docker-entrypoint.sh", "requirements.txt",
+                    "assets/demo_catalog/catalog.jsonl", "model_repository/README.md"):  # fmt: skip
+        assert not _ignored(shipped, patterns), f"{shipped} is needed in the image"

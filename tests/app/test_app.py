@@ -350,8 +350,12 @@ def test_request_values_are_checked():
 
 def test_app_config_from_env():
     config = AppConfig.from_env({"GRADIO_SERVER_PORT": "8080", "GRADIO_SHARE": "1", "GRADIO_AUTH": "a:b:c"})
-    assert (config.server_port, config.share, config.auth, config.server_name) == (8080, True, ("a", "b:c"), "0.0.0.0")
-    assert "b:c" not in repr(config)
+    expected = (8080, True, ("a", "b:c"), "127.0.0.1")
+    assert (config.server_port, config.share, config.auth, config.server_name) == expected
+    assert "b:c" not in repr(config) and config.public_warning() is None
+    assert AppConfig.from_env({"GRADIO_SERVER_NAME": "0.0.0.0"}).server_name == "0.0.0.0"
+    assert "anyone who has the share link" in AppConfig.from_env({"GRADIO_SHARE": "1"}).public_warning()
+    assert AppConfig.from_env({}).public_warning() is None
     assert AppConfig.from_env({}) == AppConfig()
     for env in ({"GRADIO_SHARE": "maybe"}, {"GRADIO_SERVER_PORT": "http"}, {"GRADIO_CONCURRENCY": "0"}):
         with pytest.raises(SettingsError):
