@@ -19,6 +19,7 @@ from pipeline.settings import Settings, SettingsError
 
 from . import handlers as h
 from .config import AppConfig
+from .data_dir_lock import hold_data_dir
 
 log = logging.getLogger("app")
 SHARE_PROBE_TIMEOUT_S = 5.0
@@ -147,6 +148,11 @@ def main() -> int:
         print(f"app: {err}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop)
+    try:
+        held = hold_data_dir(settings.data_dir)  # before anything is opened: a second app stops here
+    except PipelineError as err:
+        log.error("%s", err)
+        return 2
     pipe = Pipeline(settings, serving=True)
     demo = None
     try:
@@ -168,4 +174,5 @@ def main() -> int:
             demo.close()
         closed_page = time.perf_counter()
         pipe.close()
+        held.close()
         log.info("Stopped (page %.1f s, pipeline %.1f s).", closed_page - stopping, time.perf_counter() - closed_page)

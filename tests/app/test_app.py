@@ -303,6 +303,21 @@ def test_start_without_a_model_says_what_to_do(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_second_app_on_the_same_data_folder_is_one_sentence(app_server, model_repo, tmp_path):
+    """The running app holds its data folder; a second one stops before opening anything, and the first serves on."""
+    data = _data_dir_of(app_server)
+    done = _run_app(tmp_path, DATA_DIR=str(data), MODEL_REPOSITORY=str(model_repo))
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "in use by another app" in line]
+    assert len(lines) == 1 and f"pid {app_server.process.pid}" in lines[0] and "own DATA_DIR" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert httpx.get(app_server.url, timeout=10).status_code == 200
+
+
+def _data_dir_of(app: object) -> Path:
+    return app.log_path.parent / "data"
+
+
 def test_bad_app_settings_are_one_sentence(tmp_path):
     done = _run_app(tmp_path, GRADIO_AUTH="no-colon-here")
     assert done.returncode == 2 and done.stderr.strip() == (
