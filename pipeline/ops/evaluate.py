@@ -34,7 +34,7 @@ from ..query.types import level_for
 from ..service import Pipeline
 from ..settings import Settings
 from ..storage.vectors import point_id
-from ..storage.vectors.lexical import fuse_rankings
+from ..storage.vectors.lexical import fuse_rankings, pinned
 from ..storage.vectors.store import HYBRID_DEPTH
 
 KS = (1, 5, 10)
@@ -160,13 +160,48 @@ class Reference:
     ids: list[str]
     scores: np.ndarray  # float64, aligned with ids
     ranked: Ranked
-    hybrid: bool = False  # the order is the hybrid one (dense + BM25): it must be matched exactly
+    fusion: Fusion | None = None  # set when the order is the hybrid one (dense + BM25)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.fusion is not None
 
     def score_of(self, product_id: str) -> float:
         return float(self.scores[self._position[product_id]])
 
     def __post_init__(self) -> None:
         self._position = {pid: i for i, pid in enumerate(self.ids)}
+
+    def fused_bounds(self, tolerance: float) -> dict[str, tuple[float, float]]:
+        """Each candidate's lowest and highest possible fused (RRF) score, given that dense scores within
+        ``tolerance`` of each other may come in either order (float32 in the store, float64 here): a tie in the dense
+        ranking moves a product's dense rank, and so its fused score, by a little."""
+        assert self.fusion is not None
+        k, depth = self.fusion.rrf_k, self.fusion.depth
+        ascending = np.sort(self.scores)
+        n = len(ascending)
+        best_rank = 1 + n - np.searchsorted(ascending, self.scores + tolerance, side="right")
+        worst_rank = n - np.searchsorted(ascending, self.scores - tolerance, side="left")
+        high = np.where(best_rank <= depth, 1.0 / (k + best_rank), 0.0)
+        low = np.where(worst_rank <= depth, 1.0 / (k + worst_rank), 0.0)
+        lexical = {pid: 1.0 / (k + rank) for rank, pid in enumerate(self.fusion.lexical, start=1)}
+        bounds = {}
+        for i, pid in enumerate(self.ids):
+            extra = lexical.get(pid, 0.0)
+            if high[i] or extra:
+                bounds[pid] = (float(low[i]) + extra, float(high[i]) + extra)
+        return bounds
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How a hybrid reference was fused: the BM25 ranking, the products pinned first (SKU or whole name), RRF's k and
+    the depth of the dense ranking taken."""
+
+    lexical: list[str]
+    exact: frozenset[str]
+    rrf_k: int
+    depth: int
 
 
 def brute_force(pipe: Pipeline, queries: list[Query], top_k: int) -> list[Reference]:
@@ -195,14 +230,17 @@ def brute_force(pipe: Pipeline, queries: list[Query], top_k: int) -> list[Refere
         order = np.argsort(-scores, kind="stable")
         top = [ids[i] for i in order[:top_k]]
         lexical = []
+        depth = top_k
         if hybrid and q.kind == "text":
             depth = max(HYBRID_DEPTH, 3 * top_k)
             lexical = [keys[k] for k, _ in pipe.index.search_lexical(text, depth) if k in keys]
-            if lexical:  # the same fusion as the stores, over the brute-force dense ranking
-                top = fuse_rankings([ids[i] for i in order[:depth]], lexical, names, text, top_k, pipe.settings.rrf_k)
+        fusion = None
+        if lexical:  # the same fusion as the stores, over the brute-force dense ranking
+            top = fuse_rankings([ids[i] for i in order[:depth]], lexical, names, text, top_k, pipe.settings.rrf_k)
+            fusion = Fusion(lexical, frozenset(pinned(lexical, names, text)), pipe.settings.rrf_k, depth)
         position = {pid: i for i, pid in enumerate(ids)}
         ranked = Ranked(q, top, [float(scores[position[pid]]) for pid in top])
-        out.append(Reference(ids, scores, ranked, hybrid=bool(lexical)))
+        out.append(Reference(ids, scores, ranked, fusion))
     return out
 
 
@@ -331,9 +369,8 @@ def ranking_errors(result: Ranked, reference: Reference, tolerance: float = SCOR
     """
     best = reference.ranked.scores
     errors = []
-    if reference.hybrid:  # an order fused from two rankings: it must be the reference's, and every score true
-        if result.ids != reference.ranked.ids:
-            errors.append(f"hybrid order {result.ids[:5]} instead of {reference.ranked.ids[:5]}")
+    if reference.hybrid:  # an order fused from two rankings: the reference's, up to ties, and every score true
+        errors = _hybrid_order_errors(result, reference, tolerance)
         for rank, (pid, score) in enumerate(zip(result.ids, result.scores, strict=True), start=1):
             if abs(reference.score_of(pid) - score) > tolerance:
                 errors.append(f"rank {rank}: {pid} reported {score:.6f}, its score is {reference.score_of(pid):.6f}")
@@ -351,6 +388,34 @@ def ranking_errors(result: Ranked, reference: Reference, tolerance: float = SCOR
                 f"rank {rank}: {pid} scores {true:.6f}, the product ranked {rank} should score {best[rank - 1]:.6f}"
             )
     return errors
+
+
+def _hybrid_order_errors(result: Ranked, reference: Reference, tolerance: float) -> list[str]:
+    """Why ``result`` is not a hybrid top-k of ``reference``: the pinned products first, then an order that the fused
+    scores allow (a product may precede another only if its highest possible fused score reaches the other's lowest),
+    and nothing left out that must outrank something kept."""
+    fusion, want = reference.fusion, reference.ranked.ids
+    assert fusion is not None
+    ids = result.ids
+    if len(ids) != len(want) or len(set(ids)) != len(ids):
+        return [f"hybrid order {ids[:5]} instead of {want[:5]} ({len(ids)} results, {len(want)} expected)"]
+    pinned = [p for p in want if p in fusion.exact]
+    if set(ids[: len(pinned)]) != set(pinned):
+        return [f"hybrid order {ids[:5]}: the exact SKU or name matches {pinned[:5]} must come first"]
+    bounds = reference.fused_bounds(tolerance)
+    rest = ids[len(pinned) :]
+    if any(p not in bounds for p in rest):
+        return [f"hybrid order {ids[:5]}: {[p for p in rest if p not in bounds][:3]} are in neither ranking"]
+    eps = 1e-12
+    for i, above in enumerate(rest):
+        later = [bounds[p][0] for p in rest[i + 1 :]]
+        if later and bounds[above][1] < max(later) - eps:
+            return [f"hybrid order {ids[:5]} instead of {want[:5]}: {above} cannot rank above what follows it"]
+    kept = set(ids)
+    left_out = max((low for p, (low, _) in bounds.items() if p not in kept and p not in fusion.exact), default=0.0)
+    if rest and min(bounds[p][1] for p in rest) < left_out - eps:
+        return [f"hybrid order {ids[:5]} instead of {want[:5]}: a product left out outranks one returned"]
+    return []
 
 
 def _compare(results: list[Ranked], reference: list[Reference], exact: bool) -> dict:

@@ -132,3 +132,38 @@ def test_check_over_hnsw_reports_recall_and_still_checks_every_score():
         ev._compare(approximate, [ref], exact=True)
     with pytest.raises(ev.CheckFailed):
         ev._compare([ev.Ranked(q, ["a", "c"], [0.9, 0.8])], [ref], exact=False)  # c does not score 0.8
+
+
+def _hybrid_reference(scores: dict[str, float], lexical: list[str], top_k: int, exact=()) -> ev.Reference:
+    from pipeline.storage.vectors.lexical import fuse_rankings
+
+    q = ev.Query(1, "text", "q", set())
+    ids = list(scores)
+    dense = sorted(ids, key=lambda p: -scores[p])
+    names = {p: ("SKU-" + p, "name " + p) for p in ids}
+    query = "name " + next(iter(exact)) if exact else "q"
+    top = fuse_rankings(dense, lexical, names, query, top_k, 60)
+    fusion = ev.Fusion(lexical, frozenset(exact), 60, len(ids))
+    return ev.Reference(ids, np.array([scores[p] for p in ids]), ev.Ranked(q, top, [scores[p] for p in top]), fusion)
+
+
+def test_the_hybrid_check_allows_dense_ties_and_nothing_else():
+    """A near-tie in the dense scores (float32 against float64) may swap two fused ranks; a real change may not."""
+
+    def errors(ref: ev.Reference, order: list[str]) -> list[str]:
+        scores = dict(zip(ref.ids, ref.scores, strict=True))
+        return ev.ranking_errors(ev.Ranked(ref.ranked.query, order, [float(scores[p]) for p in order]), ref)
+
+    tie = _hybrid_reference({"a": 0.9, "b": 0.8, "c": 0.8 + 1e-7, "d": 0.5, "e": 0.1}, lexical=["d"], top_k=3)
+    assert tie.ranked.ids == ["d", "a", "c"] and not errors(tie, tie.ranked.ids)
+    assert not errors(tie, ["d", "a", "b"]), "b and c tie in the dense ranking: either may be third"
+    clear = _hybrid_reference({"a": 0.9, "b": 0.8, "c": 0.85, "d": 0.5, "e": 0.1}, lexical=["d"], top_k=3)
+    assert clear.ranked.ids == ["d", "a", "c"] and errors(clear, ["d", "a", "b"]), "c clearly outranks b"
+    assert errors(clear, ["a", "d", "c"]), "a wrong order"
+    assert errors(clear, ["d", "a", "e"]), "a product that outranks nothing kept"
+    assert errors(clear, ["d", "a"]), "fewer results than the reference"
+    assert errors(clear, ["d", "a", "a"]), "a product twice"
+
+    pinned = _hybrid_reference({"a": 0.9, "b": 0.8, "e": 0.1}, lexical=["e", "b"], top_k=3, exact={"e"})
+    assert pinned.ranked.ids[0] == "e" and not errors(pinned, pinned.ranked.ids)
+    assert errors(pinned, [*pinned.ranked.ids[1:], "e"]), "the exact name match must come first"

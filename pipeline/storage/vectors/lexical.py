@@ -46,6 +46,12 @@ def normalised(text: object) -> str:
 RRF_K = 60  # the usual constant of reciprocal rank fusion: ranks matter, raw BM25 and cosine scales do not
 
 
+def pinned(lexical: list, names: dict, query: str) -> set:
+    """The keys among the lexical matches whose SKU or whole name is the query: they come first in a hybrid answer."""
+    wanted = normalised(query)
+    return {k for k in lexical if wanted and wanted in tuple(normalised(n) for n in names.get(k, ()))}
+
+
 def fuse_rankings(
     dense: list, lexical: list, names: dict, query: str, limit: int, rrf_k: int = RRF_K, ids: dict | None = None
 ) -> list:
@@ -57,7 +63,6 @@ def fuse_rankings(
     for ranking in (dense, lexical):
         for rank, key in enumerate(ranking, start=1):
             fused[key] = fused.get(key, 0.0) + 1.0 / (rrf_k + rank)
-    wanted = normalised(query)
-    exact = {k for k in lexical if wanted and wanted in tuple(normalised(n) for n in names.get(k, ()))}
+    exact = pinned(lexical, names, query)
     ids = ids or {}
     return sorted(fused, key=lambda k: (k not in exact, -fused[k], str(ids.get(k, k))))[:limit]
