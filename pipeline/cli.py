@@ -61,7 +61,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             pipe, Path(args.catalog), Path(args.images) if args.images else None, reset=args.reset, sync=args.sync
         )
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
-    return 0 if report.rows and len(report.bad) < report.rows else 1
+    return 0 if report.rows and len(report.bad) < report.rows else 2
 
 
 def _delete(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,7 +76,7 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
               f"catalogue version {version}")  # fmt: skip
     if unknown:
         print(f"not in the catalogue: {', '.join(unknown)}", file=sys.stderr)
-    return 0 if gone or not unknown else 1
+    return 0 if gone or not unknown else 2
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,7 +119,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     with Pipeline(settings) as pipe:
         report = collect(pipe)
     print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0 if all(report[k]["ok"] for k in ("model", "inference", "qdrant", "mongo")) else 1
+    return 0 if all(report[k]["ok"] for k in ("model", "inference", "qdrant", "mongo")) else 2
 
 
 def _triton(args: argparse.Namespace, settings: Settings) -> int:

@@ -77,7 +77,7 @@ def test_delete_and_sync_commands(cli_env, tmp_path):
     run("ingest", str(catalog), env=cli_env)
     deleted = run("delete", "1", "2", "nope", env=cli_env)
     assert "deleted 2 products: 1, 2" in deleted.stdout and "not in the catalogue: nope" in deleted.stderr
-    assert run("delete", "nope", env=cli_env, check=False).returncode == 1
+    assert run("delete", "nope", env=cli_env, check=False).returncode == 2
     catalog.write_text("\n".join(json.dumps(r) for r in rows[:6]))
     synced = json.loads(run("ingest", str(catalog), "--sync", "--json", env=cli_env).stdout)
     assert (synced["added"], synced["deleted"], synced["unchanged"]) == (2, 4, 4)
@@ -89,7 +89,7 @@ def test_ingest_original_metadata_with_images_dir(cli_env, mongo_uri):
     cli_env["MONGODB_URI"] = mongo_uri
     original = shared("seed_sample", "metadata.json")
     refused = run("ingest", str(original), env=cli_env, check=False)
-    assert refused.returncode == 1 and "pass --images DIR" in refused.stdout
+    assert refused.returncode == 2 and "pass --images DIR" in refused.stdout
     done = run("ingest", str(original), "--images", str(original.parent / "images"), env=cli_env)
     assert "10 added" in done.stdout
     client = connect(mongo_uri, 3000)
@@ -113,7 +113,7 @@ def test_errors_are_one_line_without_traceback(cli_env, tmp_path):
     proc = run("match", "--text", "jacket", env=missing_model, check=False)
     assert proc.returncode == 2 and "build-model" in proc.stderr
     status = run("status", env=missing_model, check=False)
-    assert status.returncode == 1 and "MISSING" in status.stdout
+    assert status.returncode == 2 and "MISSING" in status.stdout
 
 
 def test_evaluate_command(cli_env, tmp_path):

@@ -481,7 +481,7 @@ def serve(
                 print(
                     f"error: tritonserver exited unexpectedly (code {code}). Its log says:\n  {lines}", file=sys.stderr
                 )
-                return 1
+                return 2
         print("Stopping Triton ...", flush=True)
         return 0
     finally:
@@ -509,7 +509,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Entry point for the CLI subcommand: clear one-paragraph errors, exit status 1 when the server cannot run."""
+    """Entry point for the CLI subcommand: clear one-paragraph errors, exit status 2 when the server cannot run (as every command)."""
     try:
         return serve(
             args.model_repository,
@@ -522,4 +522,4 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2

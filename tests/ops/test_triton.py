@@ -175,7 +175,7 @@ def test_missing_venv_from_the_command(tmp_path: Path, tiny_repo) -> None:
     env = {**os.environ, "TRITON_VENV": str(tmp_path / "absent")}
     command = [sys.executable, "-c", code]
     done = subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "No Triton venv" in done.stderr and "scripts/setup_triton_venv.sh" in done.stderr
 
 
