@@ -5,16 +5,32 @@ Two levels, both namespaced by the model identity:
 - embedding -> ranked results, keyed by a hash of the embedding together with everything else that changes the answer:
   catalogue version, k, filters, query kind and fusion weight. Ingesting anything bumps the catalogue version, so a
   changed catalogue can never be served from stale entries (they age out under the size bound).
+
+A cache is only ever a shortcut: when its folder is deleted or its database is corrupted under a running app, the
+failing read is a miss, the folder is rebuilt empty (one warning in the log), and queries keep working.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import pickle
+import shutil
+import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("pipeline.cache")
+# What a damaged cache raises: SQLite's errors (a corrupt or vanished database), OSError (a value file gone), and
+# unpickling errors (a truncated value file).
+DAMAGE = (sqlite3.Error, OSError, EOFError, pickle.UnpicklingError)
+DB_FILE = "cache.db"  # diskcache's database in the folder
 
 
 def _digest(*parts: Any) -> str:
@@ -32,15 +48,52 @@ def _digest(*parts: Any) -> str:
 
 class ResultCache:
     def __init__(self, directory: Path, size_mb: int = 256) -> None:
+        self.directory = Path(directory)
+        self.size_mb = size_mb
+        self.rebuilds = 0
+        self._lock = threading.Lock()
+        try:
+            self.cache = self._open()
+        except DAMAGE as err:
+            self.cache = self._rebuild(None, err)
+
+    def _open(self):
         import diskcache
 
-        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         # Evict the oldest stored entries, not the least recently read: a hit then only reads (with LRU every hit is
         # an SQLite write of its access time: 0.55 ms a text hit instead of 0.27), and the oldest entries are mostly
         # answers for catalogue versions that an ingest has since replaced, which no query can reach any more.
-        self.cache = diskcache.Cache(
-            str(directory), size_limit=size_mb * 2**20, eviction_policy="least-recently-stored"
+        cache = diskcache.Cache(
+            str(self.directory), size_limit=self.size_mb * 2**20, eviction_policy="least-recently-stored"
         )
+        len(cache)  # reads the database: a corrupt one fails here, not on the first query
+        return cache
+
+    def _rebuild(self, broken, err: BaseException):
+        """Replace a damaged cache with an empty one (once, whichever thread sees the damage first)."""
+        with self._lock:
+            if broken is not None and getattr(self, "cache", None) is not broken:
+                return self.cache  # another thread has rebuilt it already
+            log.warning("The result cache in %s is damaged (%s); starting it again empty.", self.directory, err)
+            if broken is not None:
+                with contextlib.suppress(Exception):
+                    broken.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.rebuilds += 1
+            self.cache = self._open()
+            return self.cache
+
+    def _guarded(self, operation: Callable[[Any], Any], default: Any = None) -> Any:
+        cache = self.cache
+        try:
+            return operation(cache)
+        except DAMAGE as err:
+            try:
+                self._rebuild(cache, err)
+            except DAMAGE as again:  # the folder cannot be made at all (disk full, read-only): answer without it
+                log.warning("The result cache %s cannot be rebuilt (%s); answering without it.", self.directory, again)
+            return default
 
     @staticmethod
     def query_key(model: str, kind: str, raw: bytes) -> str:
@@ -51,16 +104,22 @@ class ResultCache:
         return "r:" + _digest(model, embedding, answer_inputs)
 
     def get(self, key: str) -> Any:
-        return self.cache.get(key)
+        return self._guarded(lambda cache: cache.get(key))
 
     def set(self, key: str, value: Any) -> None:
-        self.cache.set(key, value)
+        def store(cache) -> None:
+            if not (self.directory / DB_FILE).is_file():  # the folder was deleted: SQLite would write to nowhere
+                raise FileNotFoundError(f"{self.directory / DB_FILE} is gone")
+            cache.set(key, value)
+
+        self._guarded(store)
 
     def clear(self) -> None:
-        self.cache.clear()
+        self._guarded(lambda cache: cache.clear())
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return self._guarded(len, 0)
 
     def close(self) -> None:
-        self.cache.close()
+        with contextlib.suppress(Exception):
+            self.cache.close()
