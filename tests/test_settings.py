@@ -62,3 +62,18 @@ def test_every_command_exits_2_with_the_sentence(args, tmp_path):
     assert proc.returncode == 2, proc
     assert len(proc.stderr.strip().splitlines()) == 1 and "MAX_IMAGE_MB='abc' is not a number" in proc.stderr
     assert "Traceback" not in proc.stderr and not proc.stdout
+
+
+def test_every_variable_is_in_readmes_table():
+    """README's configuration table names every variable the settings read (the library's and the app's)."""
+    import re
+
+    from .conftest import REPO_ROOT
+
+    read = set()
+    for source in ("pipeline/settings.py", "app/config.py"):
+        text = (REPO_ROOT / source).read_text()
+        read |= set(re.findall(r'env_\w+\(env, "([A-Z_]+)"', text)) | set(re.findall(r'env\.get\("([A-Z_]+)"', text))
+    table = (REPO_ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    assert len(read) > 25 and not read - documented, f"not in README's table: {sorted(read - documented)}"
