@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 _NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.float16): "FP16"}
 
 
+RECHECK_S = 1.0  # the served model's identity is checked again at most this long after the last check
 _NO_LIMIT = 1 << 30  # a model with max_batch_size 0 takes whole batches
 
 #: server answers that mean "cannot serve now" (fallback-worthy) rather than "your request is wrong"
@@ -89,6 +91,13 @@ class TritonBackend:
         self._batch_limits: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_in_flight), thread_name_prefix="triton-infer")
         self._errors = _transport_errors()
+        # The card the server was last checked against, when, and whether a connection was lost since. A Triton that
+        # comes back may have been restarted on another model repository, so it is checked again before it is used:
+        # after a lost connection, and otherwise at most RECHECK_S after the last check (the HTTP client reconnects
+        # to a restarted server by itself, unseen; no Triton restarts and loads its models within that time).
+        self._checked: mr.ModelCard | None = None
+        self._checked_at = 0.0
+        self._lost = False
 
     # ------------------------------------------------------------------ clients
     def _client(self):
@@ -108,7 +117,9 @@ class TritonBackend:
         return client
 
     def _drop_client(self) -> None:
-        """After a transport error the connection may be half-dead: the next call in this thread starts afresh."""
+        """After a transport error the connection may be half-dead: the next call in this thread starts afresh (and
+        the server is checked again first: it may be another one now)."""
+        self._lost = True
         client = getattr(self._local, "client", None)
         self._local.client = None
         if client is not None:
@@ -180,7 +191,21 @@ class TritonBackend:
         result = self._call(f"{model} inference", lambda c: c.infer(model, request, outputs=outputs))
         return result.as_numpy(mr.OUTPUT)
 
+    def _recheck(self) -> None:
+        """After a lost connection, before any embedding is used: the same model as before, or ``ModelMismatch``
+        (never a silent mix of vector spaces in one index)."""
+        if self._checked is None:
+            return
+        lost = self._lost
+        if lost or time.monotonic() - self._checked_at > RECHECK_S:
+            if lost:
+                self._batch_limits.clear()  # the restarted server's configs are the truth now
+            self.check(self._checked)
+            if lost:
+                log.info("Triton at %s answers again, serving %s.", self.url, self._checked.label)
+
     def run(self, model: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        self._recheck()
         sizes = {len(a) for a in inputs.values()}
         if len(sizes) != 1:
             raise PipelineError(f"Inputs of {model} have different batch sizes: {sorted(sizes)}.")
@@ -231,6 +256,7 @@ class TritonBackend:
                     f"local model card ({card.label}, identity {card.identity}); restart Triton on the current model "
                     "repository."
                 )
+        self._checked, self._checked_at, self._lost = card, time.monotonic(), False
 
     def statistics(self, model: str = "") -> dict:
         """Triton's inference statistics (how many requests vs. executions: shows dynamic batching at work)."""
