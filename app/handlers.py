@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from PIL import Image
 
@@ -185,9 +186,21 @@ def query_status(result: MatchResult) -> str:
     return f"**Last query** ({result.kind}) {cache} · {times}"
 
 
-def result_json(result: MatchResult) -> dict:
-    """What API clients get: the matches (id, name, brand, category, price, score, level, image) and the verdict."""
+PHOTO_URL = "/gradio_api/file="  # where the page's server hands out a photo it is allowed to serve
+
+
+def photo_url(path: str | None, photo_ok: Callable[[str | None], bool]) -> str | None:
+    """The URL path (below the app's root) of a catalogue photo, or None when the server may not serve it."""
+    return PHOTO_URL + quote(str(path)) if path and photo_ok(path) else None
+
+
+def result_json(result: MatchResult, photo_ok: Callable[[str | None], bool] = lambda path: False) -> dict:
+    """What API clients get: the matches (id, name, brand, category, price, score, level, image, image_url) and the
+    verdict. ``image_url`` lets a client that wants JSON only (``Client(..., download_files=False)``) fetch just the
+    photos it shows, instead of gradio_client downloading the whole gallery for every answer."""
     data = result.to_json()
+    for match, row in zip(result.matches, data["matches"], strict=True):
+        row["image_url"] = photo_url(match.image, photo_ok)
     data["best_level_words"] = level_words(result.best_level)
     return json.loads(json.dumps(data, default=str))
 
@@ -208,7 +221,7 @@ def present(result: MatchResult, filters: Filters, info: PageInfo, photo_ok: Cal
         "heading": heading(result, filters),
         "status": info.markdown() + "\n\n" + query_status(result),
     }
-    return Page(gallery_items(result.matches, photo_ok), result_json(result), state, list(result.warnings))
+    return Page(gallery_items(result.matches, photo_ok), result_json(result, photo_ok), state, list(result.warnings))
 
 
 # -- the pipeline as the page sees it ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ..support.app_fixtures import DEMO_CATALOG, REPO_ROOT, demo_rows, start_app
 
 pytest_plugins = ("tests.support.app_fixtures",)
 
-MATCH_FIELDS = {"id", "name", "brand", "category", "price", "score", "level", "image"}
+MATCH_FIELDS = {"id", "name", "brand", "category", "price", "score", "level", "image", "image_url"}
 # One product per category: enough to show that ranking works without a query per product.
 SAMPLE = demo_rows()[::4]
 
@@ -63,6 +63,7 @@ def test_json_has_every_field(client):
     )
     assert first["level"] in {"match", "similar", "none"} and isinstance(first["score"], float)
     assert "/photos/" in first["image"] and first["image"].endswith(".jpg"), "the photo store's copy, not the source"
+    assert first["image_url"] == "/gradio_api/file=" + first["image"]
     assert {"embed", "search", "total"} <= set(result["timings_ms"])
     again = client.predict(SAMPLE[0]["text"], top_k=3, api_name="/match_text")[1]
     assert again["cache_hit"] is True and again["matches"] == result["matches"]
@@ -219,6 +220,18 @@ def test_readme_client_example_works_as_written(app_server, tmp_path):
     first = next(line for line in lines if line.startswith("demo-"))
     assert first.startswith("demo-001 Classic Crew Tee Northwind 19.95 ")
     assert lines[-1] == "Classic Crew Tee"
+
+
+def test_json_only_clients_fetch_just_the_photos_they_show(app_server, tmp_path):
+    """``download_files=False``: the gallery comes back as URLs (nothing downloaded), and ``image_url`` serves the
+    match's own photo."""
+    client = Client(app_server.url, verbose=False, download_files=False)
+    gallery, result = client.predict(SAMPLE[1]["text"], top_k=3, api_name="/match_text")
+    assert all(item["image"]["url"].startswith(app_server.url) for item in gallery), "URLs, not downloaded files"
+    best = result["matches"][0]
+    photo = httpx.get(app_server.url.rstrip("/") + best["image_url"], timeout=10)
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert photo.content == Path(best["image"]).read_bytes()
 
 
 def test_unexpected_errors_are_logged_and_shown_as_one_generic_sentence(caplog):
