@@ -284,5 +284,13 @@ def build_demo(
         text_samples.click(lambda sample: sample[0], inputs=[text_samples], outputs=[text], api_visibility="private")
         demo.load(**after_change)
 
+        def health() -> dict:
+            """For monitors and load tests: answers without the model or the stores, through the same queue as a
+            query, so the cost of a query over this is the pipeline's own."""
+            return {"ok": True, "products": current_info().products}
+
+        health_out = gr.JSON(visible=False)
+        gr.Button(visible=False).click(health, outputs=[health_out], api_name="health", concurrency_id="match")
+
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     return demo

@@ -120,7 +120,10 @@ def test_api_names_and_defaults(client):
     api = client.view_api(print_info=False, return_format="dict")
     endpoints = api["named_endpoints"]
     # examples, status and selection stay private; the catalogue's own endpoints are tested in test_catalogue.py
-    assert set(endpoints) == {"/match_image", "/match_text", "/similar", "/ingest", "/delete_products", "/catalogue"}
+    assert set(endpoints) == {
+        "/match_image", "/match_text", "/similar", "/ingest", "/delete_products", "/catalogue", "/health"
+    }  # fmt: skip
+    assert client.predict(api_name="/health") == {"ok": True, "products": len(demo_rows())}
     filters = ["top_k", "categories", "brands", "min_price", "max_price"]
     expected = {
         "/match_image": ("image", [*filters, "refine", "refine_weight", "diverse"]),
