@@ -30,6 +30,8 @@ def _build_model(args: argparse.Namespace, settings: Settings) -> int:
         "revision": args.revision,
         "triton_backend": args.triton_backend,
         "max_batch_size": args.max_batch_size,
+        "calibration": Path(args.calibration) if args.calibration else None,
+        "calibration_rows": args.calibration_rows,
     }
     source = args.source or settings.model_source
     card = build_model(source, out, **options) if source else build_default_model(out, **options)
@@ -151,7 +153,14 @@ def parser() -> argparse.ArgumentParser:
         help="hub id, local CLIP folder, or 'offline' (default: MODEL_SOURCE or openai/clip-vit-base-patch32)",
     )
     p.add_argument("--out", help="model repository to write (default: MODEL_REPOSITORY)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8", "int8-static"),  # quantize.PRECISIONS; parsing never imports the build
+        default="fp32",
+        help="int8: dynamic (no data needed); int8-static: activation ranges measured on --calibration",
+    )
+    p.add_argument("--calibration", metavar="CATALOG", help="int8-static: catalogue whose photos and texts calibrate")
+    p.add_argument("--calibration-rows", type=int, metavar="N", help="products read from --calibration (default 256)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument(
         "--triton-backend",

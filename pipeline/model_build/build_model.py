@@ -22,9 +22,9 @@ from ..errors import ExportMismatch, ModelNotFound, PipelineError
 from ..inference.onnx_session import cpu_session
 from ..progress import step
 from ..settings import DEFAULT_MODEL_SOURCE
+from .quantize import PRECISIONS
 from .triton_repo import write_clip_models
 
-PRECISIONS = ("fp32", "fp16", "int8")
 OPSET = 18
 PARITY_ATOL = 1e-4
 
@@ -216,6 +216,35 @@ def build_default_model(out: Path, **options) -> mr.ModelCard:
         return build_model("offline", out, **options)
 
 
+def _convert(stage: Path, fields: dict, precision: str, calibration: Path | None, calibration_rows: int) -> None:
+    """Replace both FP32 towers in ``stage`` by their ``precision`` versions, each checked against FP32; the worst
+    cosine and, for static INT8, the calibration source and recipe go into the card's ``extra``."""
+    from .quantize import STATIC_RECIPE, quantize_tower
+
+    text_in, pixels = _check_inputs(stage, fields)
+    text_checks, image_checks = [text_in], [{mr.VISUAL_INPUT: pixels}]
+    text_batches = image_batches = None
+    extra = fields.setdefault("extra", {})
+    if precision == "int8-static":
+        from .calibration import load_calibration
+
+        calib = load_calibration(calibration, stage, fields, calibration_rows)
+        step(
+            f"calibrating static INT8 on {calib.source['images']} photos and {calib.source['texts']} texts "
+            f"from {calib.source['file']}"
+        )
+        text_batches, image_batches = calib.text_batches, calib.image_batches
+        # Real inputs as well as the random ones: the ranges were measured on photos, and photos are what must agree.
+        text_checks.append(text_batches[0])
+        image_checks.append(image_batches[0])
+        extra["calibration"] = calib.source
+        extra["quantization"] = dict(STATIC_RECIPE)
+    step(f"converting both towers to {precision} and checking them against fp32")
+    text_cos = quantize_tower(mr.onnx_path(stage, mr.TEXT_MODEL), precision, text_checks, text_batches)
+    image_cos = quantize_tower(mr.onnx_path(stage, mr.VISUAL_MODEL), precision, image_checks, image_batches)
+    extra["min_cosine_to_fp32"] = {mr.TEXT_MODEL: round(text_cos, 6), mr.VISUAL_MODEL: round(image_cos, 6)}
+
+
 def build_model(
     source: str = DEFAULT_MODEL_SOURCE,
     out: Path = Path("model_repository"),
@@ -223,9 +252,19 @@ def build_model(
     revision: str | None = None,
     triton_backend: str = "python",
     max_batch_size: int = 64,
+    calibration: Path | None = None,
+    calibration_rows: int | None = None,
 ) -> mr.ModelCard:
+    """Export ``source`` into the model repository ``out`` at ``precision``.
+
+    ``calibration``: the catalogue whose photos and product texts static INT8 (``int8-static``, and only it) measures
+    its activation ranges on; ``calibration_rows`` of them, spread over the file (default ``DEFAULT_ROWS``).
+    """
+    from .calibration import DEFAULT_ROWS, check_catalogue
+
     if precision not in PRECISIONS:
         raise PipelineError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    calibration = check_catalogue(calibration, precision)  # before minutes of export, not after
     out = Path(out)
     stage = out.parent / f".{out.name}.staging"
     if stage.exists():
@@ -260,12 +299,7 @@ def build_model(
                 "image_size": size,
             }
         if precision != "fp32":
-            from .quantize import quantize_tower
-
-            step(f"converting both towers to {precision} and checking them against fp32")
-            text_in, pixels = _check_inputs(stage, fields)
-            quantize_tower(text_path, precision, text_in)
-            quantize_tower(visual_path, precision, {mr.VISUAL_INPUT: pixels})
+            _convert(stage, fields, precision, calibration, calibration_rows or DEFAULT_ROWS)
         fields["precision"] = precision
         fields["sha256"] = {m: mr.sha256_file(mr.onnx_path(stage, m)) for m in (mr.TEXT_MODEL, mr.VISUAL_MODEL)}
         card = mr.ModelCard(**fields)
