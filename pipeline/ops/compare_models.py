@@ -1,10 +1,417 @@
-"""``compare-models``: precisions of one model compared on a catalogue (issue 15). Filled in by its own change."""
+"""``compare-models``: precisions (variants) of one model compared on a catalogue: agreement, recall, speed, size.
+
+The first repository is the reference (normally FP32). Every variant embeds the same catalogue rows, photos and product
+texts, through the app's own preprocessing and onnxruntime session (``Encoder`` over ``OrtBackend``), and is judged on:
+
+* **cosine to the reference**, per tower (mean, min over the rows): how far its vectors moved;
+* **retrieval agreement**: each product's photo and each product's text is a query against the *other* products
+  (itself left out, else every top-1 is trivially itself), ranked by numpy brute force exactly as the app scores them
+  (photo: image-to-photo cosine; text: ``text_weight`` * text-to-text + (1 - ``text_weight``) * text-to-photo). Each
+  variant ranks with its own vectors on both sides, as it would after re-ingesting. ``top1`` is the share of queries
+  whose best product is the reference's; ``top10`` the mean overlap of the two top-10 sets;
+* **recall@k** on labelled queries (``--queries``, read by ``evaluate.read_queries``; the hit rate of ``evaluate``),
+  brute force over the same rows, dense only (the app's hybrid BM25 boost is not a property of the model);
+* **speed**: images/s and texts/s of the bare towers at batch 1 and 32 on preprocessed inputs (what the precision
+  changes), measured round-robin: every round times each variant once, in a rotating order, and the median round is
+  reported. On a shared machine the load moves every variant alike within a round, so the ratios hold better than the
+  absolute numbers (bench/README.md);
+* **size** of the two ONNX files on disk.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from ..errors import PipelineError
+import numpy as np
+from PIL import Image
+
+from .. import model_repo as mr
+from ..errors import CatalogError, ModelMismatch, PipelineError
+from ..inference.ort_backend import OrtBackend
+from ..ingestion.catalog_reader import read_catalog
+from ..progress import step
+from ..query.encoder import Encoder
+from ..query.preprocess import Preprocessor, clean_text, load_image
+
+DEFAULT_LIMIT = 300
+AGREEMENT_K = 10
+RECALL_KS = (1, 5, 10)
+BATCH_SIZES = (1, 32)
+SINGLE_CALLS = 8  # batch-1 calls per round: one call of a small tower is too short to time alone
+DEFAULT_ROUNDS = 3
+EMBED_BATCH = 32
+
+
+@dataclass
+class Variant:
+    repo: Path
+    card: mr.ModelCard
+    encoder: Encoder
+
+    @property
+    def name(self) -> str:
+        return f"{self.card.precision} ({self.repo.name})"
+
+
+@dataclass
+class Rows:
+    """The catalogue rows every variant embeds: photos decoded once, product texts as ingestion builds them."""
+
+    ids: list[str]
+    texts: list[str]
+    images: list[Image.Image]
+    skipped: list[str]
+    total: int
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+def open_variant(repo: Path) -> Variant:
+    """A model repository ready to embed; one sentence when it is not one."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise PipelineError(f"The model repository {repo} does not exist.")
+    card = mr.ModelCard.load(repo)
+    mr.verify_files(repo, card)
+    return Variant(repo, card, Encoder(card, Preprocessor(repo, card), OrtBackend(repo)))
+
+
+def open_variants(repos: list[Path]) -> list[Variant]:
+    variants = [open_variant(repo) for repo in repos]
+    first = variants[0].card
+    for v in variants[1:]:
+        if v.card.embedding_dim != first.embedding_dim:
+            raise ModelMismatch(
+                f"{v.repo} gives {v.card.embedding_dim}-d embeddings and {variants[0].repo} {first.embedding_dim}-d: "
+                "compare-models compares variants (precisions) of one model."
+            )
+    return variants
+
+
+def read_rows(catalog: Path, limit: int) -> Rows:
+    """The first ``limit`` products of ``catalog`` whose photo decodes (the others are counted, not fatal)."""
+    if limit < 2:
+        raise PipelineError(f"--limit must be at least 2 (a product is compared with the others), not {limit}.")
+    parsed = read_catalog(Path(catalog))
+    rows = Rows([], [], [], [str(bad) for bad in parsed.bad], parsed.total)
+    for product in parsed.products:
+        if len(rows.ids) >= limit:
+            break
+        try:
+            image = load_image(product.image_file)
+        except PipelineError as err:
+            rows.skipped.append(f"line {product.line} (id {product.id}): {err}")
+            continue
+        rows.ids.append(product.id)
+        rows.texts.append(product.text)
+        rows.images.append(image)
+    if len(rows.ids) < 2:
+        raise CatalogError(f"{catalog} has fewer than 2 products with a readable photo; nothing to compare.")
+    return rows
+
+
+# -------------------------------------------------------------------------------------------------------- embeddings
+def embed_rows(variant: Variant, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """(image vectors, text vectors) of the rows, float64 for the brute-force rankings."""
+    enc = variant.encoder
+    images = [enc.encode_images(rows.images[i : i + EMBED_BATCH]) for i in range(0, len(rows.images), EMBED_BATCH)]
+    texts = enc.encode_texts(rows.texts)
+    return np.concatenate(images).astype(np.float64), texts.astype(np.float64)
+
+
+def cosine_stats(got: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    cos = np.sum(got * reference, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
+    return {"mean": round(float(cos.mean()), 6), "min": round(float(cos.min()), 6)}
+
+
+def text_scores(queries: np.ndarray, texts: np.ndarray, images: np.ndarray, weight: float) -> np.ndarray:
+    """Scores of text queries against products, fused as the app fuses them (model card ``text_weight``)."""
+    return weight * (queries @ texts.T) + (1 - weight) * (queries @ images.T)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best columns of each row, best first (ties by column order, as a stable sort gives)."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def self_rankings(images: np.ndarray, texts: np.ndarray, weight: float, k: int) -> dict[str, np.ndarray]:
+    """Top-k of every product's photo and text among the other products."""
+    photo = images @ images.T
+    text = text_scores(texts, texts, images, weight)
+    for scores in (photo, text):
+        np.fill_diagonal(scores, -np.inf)
+    return {"photo_queries": top_k(photo, k), "text_queries": top_k(text, k)}
+
+
+def agreement(reference: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Top-1 equality and mean top-k overlap of two rankings of the same queries."""
+    overlap = [len(set(a) & set(b)) / len(a) for a, b in zip(reference.tolist(), got.tolist(), strict=True)]
+    return {"top1": round(float(np.mean(reference[:, 0] == got[:, 0])), 4), "top10": round(float(np.mean(overlap)), 4)}
+
+
+# ------------------------------------------------------------------------------------------------------------ recall
+def read_labelled(path: Path, rows: Rows) -> tuple[list, dict]:
+    """Labelled queries whose relevant products are among the rows (others cannot be found and are counted)."""
+    from .evaluate import read_queries
+
+    queries, bad = read_queries(Path(path))
+    present = set(rows.ids)
+    usable = [q for q in queries if q.relevant & present]
+    info = {"file": str(path), "queries": len(usable), "outside_rows": len(queries) - len(usable), "bad_rows": bad}
+    if not usable:
+        raise PipelineError(
+            f"None of the queries in {path} has a relevant product among the {len(rows.ids)} products compared; "
+            "raise --limit."
+        )
+    return usable, info
+
+
+def recall(variant: Variant, queries: list, rows: Rows, vectors: tuple[np.ndarray, np.ndarray], max_chars: int) -> dict:
+    """recall@k (hit rate) and MRR of ``variant`` on labelled queries, overall and per query kind."""
+    from .evaluate import Ranked, metrics
+
+    images, texts = vectors
+    w = variant.card.text_weight
+    k = min(max(RECALL_KS), len(rows.ids))
+    ranked = []
+    for kind in ("text", "image"):
+        chosen = [q for q in queries if q.kind == kind]
+        if not chosen:
+            continue
+        if kind == "text":
+            vecs = variant.encoder.encode_texts([clean_text(q.value, max_chars) for q in chosen]).astype(np.float64)
+            scores = text_scores(vecs, texts, images, w)
+        else:
+            vecs = np.concatenate([variant.encoder.encode_images([load_image(q.value)]) for q in chosen]).astype(
+                np.float64
+            )
+            scores = vecs @ images.T
+        for q, row, order in zip(chosen, scores, top_k(scores, k), strict=True):
+            ranked.append(Ranked(q, [rows.ids[i] for i in order], [float(row[i]) for i in order]))
+    by_kind = {kind: metrics([r for r in ranked if r.query.kind == kind], RECALL_KS) for kind in ("text", "image")}
+    return {"overall": metrics(ranked, RECALL_KS), "by_kind": {k: m for k, m in by_kind.items() if m["queries"]}}
+
+
+# ------------------------------------------------------------------------------------------------------------- speed
+def _tiled(items: list, n: int) -> list:
+    """``n`` items, repeating the list if it is shorter: speed does not depend on which photos they are."""
+    return (items * (-(-n // len(items))))[:n]
+
+
+def speed_inputs(variant: Variant, rows: Rows) -> dict[str, list[tuple[str, dict[str, np.ndarray]]]]:
+    """Preprocessed inputs per measure: a block of single calls for batch 1, one call for batch 32."""
+    pre = variant.encoder.preprocessor
+    images, texts = _tiled(rows.images, max(BATCH_SIZES)), _tiled(rows.texts, max(BATCH_SIZES))
+    out = {}
+    for size in BATCH_SIZES:
+        calls = SINGLE_CALLS if size == 1 else 1
+        out[f"images_per_s@{size}"] = [
+            (mr.VISUAL_MODEL, {mr.VISUAL_INPUT: pre.pixels(images[i * size : (i + 1) * size])}) for i in range(calls)
+        ]
+        out[f"texts_per_s@{size}"] = [
+            (mr.TEXT_MODEL, pre.tokenize(texts[i * size : (i + 1) * size])) for i in range(calls)
+        ]
+    return out
+
+
+def _timed(backend: OrtBackend, calls: list[tuple[str, dict[str, np.ndarray]]]) -> float:
+    """Items per second over one block of calls."""
+    start = time.perf_counter()
+    for model, inputs in calls:
+        backend.run(model, inputs)
+    elapsed = time.perf_counter() - start
+    return sum(len(next(iter(inputs.values()))) for _, inputs in calls) / elapsed
+
+
+def measure_speed(variants: list[Variant], rows: Rows, rounds: int) -> list[dict[str, float]]:
+    """Median items/s per variant and measure, variants interleaved round by round in a rotating order."""
+    inputs = [speed_inputs(v, rows) for v in variants]
+    for v, measures in zip(variants, inputs, strict=True):  # warm-up: sessions created, first-run allocations done
+        for calls in measures.values():
+            _timed(v.encoder.backend, calls[:1])
+    samples: list[dict[str, list[float]]] = [{name: [] for name in m} for m in inputs]
+    for r in range(max(1, rounds)):
+        order = list(range(len(variants)))
+        order = order[r % len(order) :] + order[: r % len(order)]
+        for i in order:
+            for name, calls in inputs[i].items():
+                samples[i][name].append(_timed(variants[i].encoder.backend, calls))
+    return [{name: round(float(np.median(values)), 2) for name, values in s.items()} for s in samples]
+
+
+# -------------------------------------------------------------------------------------------------------- comparison
+def size_mib(repo: Path) -> dict[str, float]:
+    sizes = {m: mr.onnx_path(repo, m).stat().st_size / 2**20 for m in (mr.TEXT_MODEL, mr.VISUAL_MODEL)}
+    return {"text": round(sizes[mr.TEXT_MODEL], 2), "image": round(sizes[mr.VISUAL_MODEL], 2),
+            "total": round(sum(sizes.values()), 2)}  # fmt: skip
+
+
+def machine() -> dict:
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - the runtime always has it
+        ort_version = None
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor()
+    )
+    return {"cpu": cpu, "cores": os.cpu_count(), "onnxruntime": ort_version, "python": platform.python_version()}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _describe(variant: Variant) -> dict:
+    extra = variant.card.extra or {}
+    return {
+        "repo": str(variant.repo),
+        "model": variant.card.label,
+        "precision": variant.card.precision,
+        "identity": variant.card.identity,
+        "calibration": extra.get("calibration"),
+        "size_mib": size_mib(variant.repo),
+    }
+
+
+def compare(
+    repos: list[Path],
+    catalog: Path,
+    queries: Path | None = None,
+    limit: int = DEFAULT_LIMIT,
+    rounds: int = DEFAULT_ROUNDS,
+    max_text_chars: int = 1000,
+) -> dict:
+    """The whole comparison as a JSON-ready dict (``render`` prints it as a table)."""
+    variants = open_variants([Path(r) for r in repos])
+    rows = read_rows(Path(catalog), limit)
+    labelled, queries_info = read_labelled(queries, rows) if queries else (None, None)
+    load_before = os.getloadavg()
+    k = min(AGREEMENT_K, len(rows.ids) - 1)
+    report = {
+        "catalog": str(catalog),
+        "rows": len(rows.ids),
+        "limit": limit,
+        "catalog_rows": rows.total,
+        "skipped_rows": rows.skipped,
+        "agreement_k": k,
+        "reference": str(variants[0].repo),
+        "queries": queries_info,
+        "rounds": rounds,
+        "machine": machine(),
+        "variants": [],
+    }
+    reference_vectors = reference_ranks = None
+    for v in variants:
+        step(f"embedding {len(rows.ids)} photos and texts with {v.name}")
+        vectors = embed_rows(v, rows)
+        ranks = self_rankings(*vectors, v.card.text_weight, k)
+        if reference_vectors is None:
+            reference_vectors, reference_ranks = vectors, ranks
+        entry = _describe(v)
+        entry["cosine_to_reference"] = {
+            "image": cosine_stats(vectors[0], reference_vectors[0]),
+            "text": cosine_stats(vectors[1], reference_vectors[1]),
+        }
+        entry["agreement"] = {kind: agreement(reference_ranks[kind], ranks[kind]) for kind in ranks}
+        if labelled is not None:
+            entry["recall"] = recall(v, labelled, rows, vectors, max_text_chars)
+        report["variants"].append(entry)
+    step(f"timing the towers at batch {' and '.join(map(str, BATCH_SIZES))}, {rounds} interleaved rounds")
+    speeds = measure_speed(variants, rows, rounds)
+    base = speeds[0]
+    for entry, measured in zip(report["variants"], speeds, strict=True):
+        entry["speed"] = measured
+        entry["speedup_vs_reference"] = {name: round(value / base[name], 3) for name, value in measured.items()}
+    report["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()],
+    }
+    return report
+
+
+# -------------------------------------------------------------------------------------------------------------- output
+COLUMNS = (
+    ("variant", 24),
+    ("MiB", 7),
+    ("img/s@1", 8),
+    ("img/s@32", 9),
+    ("x fp32", 7),
+    ("txt/s@1", 8),
+    ("txt/s@32", 9),
+    ("cos img", 13),
+    ("cos txt", 13),
+    ("photo t1/t10", 13),
+    ("text t1/t10", 13),
+)
+
+
+def _row(entry: dict) -> list[str]:
+    speed, up = entry["speed"], entry["speedup_vs_reference"]
+    cos, agree = entry["cosine_to_reference"], entry["agreement"]
+    cells = [
+        f"{entry['precision']} ({Path(entry['repo']).name})",
+        f"{entry['size_mib']['total']:.1f}",
+        f"{speed['images_per_s@1']:.1f}",
+        f"{speed['images_per_s@32']:.1f}",
+        f"{up['images_per_s@32']:.2f}",
+        f"{speed['texts_per_s@1']:.1f}",
+        f"{speed['texts_per_s@32']:.1f}",
+        f"{cos['image']['mean']:.4f}/{cos['image']['min']:.3f}",
+        f"{cos['text']['mean']:.4f}/{cos['text']['min']:.3f}",
+        f"{agree['photo_queries']['top1']:.3f}/{agree['photo_queries']['top10']:.3f}",
+        f"{agree['text_queries']['top1']:.3f}/{agree['text_queries']['top10']:.3f}",
+    ]
+    if "recall" in entry:
+        overall = entry["recall"]["overall"]
+        cells += [f"{overall.get(f'recall@{k}', 0):.3f}" for k in RECALL_KS]
+    return cells
+
+
+def render(report: dict) -> str:
+    """The comparison as a fixed-width table, reference first."""
+    rows = [_row(entry) for entry in report["variants"]]
+    widths = [max(w, *(len(r[0]) for r in rows)) if i == 0 else w for i, (_, w) in enumerate(COLUMNS)]
+    names = [n for n, _ in COLUMNS]
+    if report["queries"]:
+        names += [f"R@{k}" for k in RECALL_KS]
+        widths += [6] * len(RECALL_KS)
+    lines = [
+        f"compare-models on {report['catalog']}: {report['rows']} products (each photo and text a query against the "
+        f"others, top {report['agreement_k']}), reference {report['reference']}",
+        "  ".join(f"{n:<{w}}" if i == 0 else f"{n:>{w}}" for i, (n, w) in enumerate(zip(names, widths, strict=True))),
+    ]
+    for cells in rows:
+        lines.append(
+            "  ".join(
+                f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
+    m = report["machine"]
+    lines.append(
+        f"speed: bare towers, median of {report['rounds']} interleaved rounds; {m['cpu']}, {m['cores']} cores, "
+        f"onnxruntime {m['onnxruntime']}; load average {report['load_average']['before'][0]} before, "
+        f"{report['load_average']['after'][0]} after"
+    )
+    if report["queries"]:
+        q = report["queries"]
+        lines.append(
+            f"recall: {q['queries']} queries from {q['file']} ({q['outside_rows']} left out: their products are not "
+            "among the rows compared)"
+        )
+    if report["skipped_rows"]:
+        lines.append(f"{len(report['skipped_rows'])} catalogue rows skipped, first: {report['skipped_rows'][0]}")
+    return "\n".join(lines)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,7 +419,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", required=True, help="catalogue whose photos and product texts are the queries")
     p.add_argument("--queries", help="labelled queries (JSONL) for recall@k of each variant")
     p.add_argument("--json", help="also write the comparison as JSON to this file")
+    p.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, help=f"compare on the first N products (default {DEFAULT_LIMIT})"
+    )
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="interleaved timing rounds (median kept)")
 
 
 def run_from_args(args: argparse.Namespace, settings) -> int:
-    raise PipelineError("compare-models is not available yet.")
+    report = compare(
+        [Path(r) for r in args.repos],
+        Path(args.catalog),
+        Path(args.queries) if args.queries else None,
+        limit=args.limit,
+        rounds=args.rounds,
+        max_text_chars=settings.max_text_chars,
+    )
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written to {args.json}", file=sys.stderr)
+    return 0
