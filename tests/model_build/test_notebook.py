@@ -1,4 +1,5 @@
-"""The quantization notebook runs top to bottom (code cells in order, as a kernel would) on a tiny CLIP."""
+"""The quantization notebook runs top to bottom (code cells in order, as a kernel would) on a tiny CLIP: it builds the
+four precisions, compares them with compare-models on the demo catalogue and draws speed against agreement."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import contextlib
 import io
 import json
 
+from PIL import Image
+
 from ..conftest import REPO_ROOT
 
 
 def test_quantization_notebook_runs(tmp_path, clip_folder, monkeypatch):
-    monkeypatch.setenv("NOTEBOOK_SOURCE", str(clip_folder))
-    monkeypatch.setenv("NOTEBOOK_WORK", str(tmp_path))
+    for name, value in {"SOURCE": str(clip_folder), "WORK": str(tmp_path), "LIMIT": "20", "ROUNDS": "1",
+                        "CALIBRATION_ROWS": "20"}.items():  # fmt: skip
+        monkeypatch.setenv(f"NOTEBOOK_{name}", value)
     notebook = json.loads((REPO_ROOT / "notebooks" / "quantization.ipynb").read_text())
     namespace: dict = {}
     out = io.StringIO()
@@ -20,7 +24,12 @@ def test_quantization_notebook_runs(tmp_path, clip_folder, monkeypatch):
             if cell["cell_type"] == "code":
                 exec(compile("".join(cell["source"]), "quantization.ipynb", "exec"), namespace)
     table = out.getvalue()
-    assert "precision" in table and "int8" in table and "fp16" in table
-    assert {r[0] for r in namespace["rows"]} == {"fp32", "fp16", "int8"}
+    assert "img/s@32" in table and "photo t1/t10" in table
+    assert all(f"{p} (repo-{p})" in table for p in ("fp32", "fp16", "int8", "int8-static"))
+    assert [r[0] for r in namespace["rows"]] == ["fp32", "fp16", "int8", "int8-static"]
     sizes = {r[0]: r[1] for r in namespace["rows"]}
-    assert sizes["int8"] < sizes["fp32"] and sizes["fp16"] < sizes["fp32"]
+    assert sizes["int8"] < sizes["fp32"] and sizes["fp16"] < sizes["fp32"] and sizes["int8-static"] < sizes["fp32"]
+    assert namespace["cards"]["int8-static"].extra["calibration"]["rows"] == 20
+    assert namespace["report"]["rows"] == 20 and all(0 <= r[4] <= 1 for r in namespace["rows"])
+    with Image.open(namespace["plot"]) as plot:
+        assert plot.size == (640, 420)
