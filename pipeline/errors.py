@@ -33,3 +33,7 @@ class ExportMismatch(ModelNotFound):
 
 class CatalogError(PipelineError):
     """The catalogue file as a whole cannot be read (a single bad row is reported, not raised)."""
+
+
+class StorageFull(PipelineError):
+    """The disk holding the data folder is full: what was stored before stays, nothing is half-written."""

@@ -11,6 +11,8 @@ at the end, even after a failure), and the index is optimised once at the end, n
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PipelineError
+from ..errors import PipelineError, StorageFull
 from ..ops.duplicates import near_duplicates, threshold_for
 from ..progress import counter
 from ..query.preprocess import load_image, read_image_bytes
@@ -115,7 +117,51 @@ def ingest(
 ) -> IngestReport:
     """Add and update the catalogue's products; ``sync``: also delete the products the file no longer has;
     ``reset``: start from an empty catalogue (vectors and MongoDB products). ``on_progress(done, total, stage)`` is
-    called as products are done (the Catalogue tab's progress bar); ``progress`` draws a bar on the terminal."""
+    called as products are done (the Catalogue tab's progress bar); ``progress`` draws a bar on the terminal.
+
+    A full disk stops the ingest with ``StorageFull``: the batches written before stay (in both stores), the one being
+    written is not served half-done (the catalogue version moves on), and the same ingest again completes the rest."""
+    try:
+        return _ingest(pipeline, catalog, images_dir, reset, sync, progress, image_roots, on_progress)
+    except Exception as err:
+        if not _disk_full(err):
+            raise
+        raise StorageFull(
+            f"The disk holding the data folder {pipeline.settings.data_dir} is full ({_reason(err)}): free some space "
+            "(or set DATA_DIR to a larger disk), then run the same import again; it adds what this one did not."
+        ) from err
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is the disk being full: OSError's errno, or the words of an engine that
+    reports it as text (Qdrant Edge, the MongoDB server)."""
+    for _ in range(10):  # the chain of causes, bounded
+        if err is None:
+            return False
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(err) for words in ("No space left on device", "Disk quota exceeded")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _reason(err: BaseException) -> str:
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err.strerror if isinstance(err, OSError) and err.strerror else "no space left on device"
+
+
+def _ingest(
+    pipeline,
+    catalog: Path,
+    images_dir: Path | None,
+    reset: bool,
+    sync: bool,
+    progress: bool,
+    image_roots: list[Path] | None,
+    on_progress: Progress | None,
+) -> IngestReport:
     started = time.perf_counter()
     tell = on_progress or (lambda done, total, stage: None)
     tell(0, 0, "reading the catalogue")
@@ -136,6 +182,8 @@ def ingest(
     # deletes only what the file no longer names at all.
     named = set(ids) | {b.product_id for b in rows.bad if b.product_id}
     stale = sorted((set(index.product_ids()) | set(pipeline.store.ids())) - named) if sync else []
+    if todo:
+        _ensure_space(pipeline, min(len(todo), pipeline.settings.ingest_batch_size))
     if todo or stale:
         with index.changing():
             _embed_and_write(pipeline, todo, known, report, progress, tell)
@@ -231,7 +279,25 @@ def _embed_and_write(
         ticker.close()
 
 
+# Free space an ingest keeps on the data folder's disk. Qdrant Edge preallocates its write-ahead log in 32 MB segments
+# and writes them through a memory map: a mapped page the disk has no room for kills the process (SIGBUS), which no
+# error handling can turn into a sentence. So writing stops, with one, while this much is still free.
+MIN_FREE_MB = 64
+
+
+def _ensure_space(pipeline, products: int) -> None:
+    folder = Path(pipeline.settings.data_dir)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    need = MIN_FREE_MB * 2**20 + products * 64 * 2**10  # and about 64 KB a product (vectors, payload, photo)
+    if free < need:
+        raise OSError(errno.ENOSPC, f"{free / 2**20:.0f} MB free, {need / 2**20:.0f} MB needed to write on")
+
+
 def _write(pipeline, products: list[Product], image_vecs: np.ndarray, text_vecs: np.ndarray) -> None:
+    _ensure_space(pipeline, len(products))
     docs = [{**p.fields, "embedded_text": p.text} for p in products]
     pipeline.store.upsert_many(docs)
     pipeline.index.upsert(

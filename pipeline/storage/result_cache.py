@@ -13,6 +13,7 @@ failing read is a miss, the folder is rebuilt empty (one warning in the log), an
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import pickle
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,11 @@ log = logging.getLogger("pipeline.cache")
 # unpickling errors (a truncated value file).
 DAMAGE = (sqlite3.Error, OSError, EOFError, pickle.UnpicklingError)
 DB_FILE = "cache.db"  # diskcache's database in the folder
+RETRY_S = 30.0  # while the cache cannot be opened, how often to try again
+
+
+def _disk_full(err: BaseException) -> bool:
+    return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or "disk is full" in str(err)
 
 
 def _digest(*parts: Any) -> str:
@@ -52,10 +59,12 @@ class ResultCache:
         self.size_mb = size_mb
         self.rebuilds = 0
         self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self.cache = None  # None while it cannot be opened (a full disk): answers are computed, not stored
         try:
             self.cache = self._open()
         except DAMAGE as err:
-            self.cache = self._rebuild(None, err)
+            self._damaged(None, err)
 
     def _open(self):
         import diskcache
@@ -70,29 +79,47 @@ class ResultCache:
         len(cache)  # reads the database: a corrupt one fails here, not on the first query
         return cache
 
-    def _rebuild(self, broken, err: BaseException):
-        """Replace a damaged cache with an empty one (once, whichever thread sees the damage first)."""
+    def _damaged(self, broken, err: BaseException) -> None:
+        """A failed operation: on a full disk, go without the cache for a while (its entries are fine); otherwise
+        replace the damaged cache with an empty one (once, whichever thread sees the damage first)."""
         with self._lock:
-            if broken is not None and getattr(self, "cache", None) is not broken:
-                return self.cache  # another thread has rebuilt it already
+            if broken is not None and self.cache is not broken:
+                return  # another thread has dealt with it already
+            if _disk_full(err):
+                if self.cache is not None or broken is None:
+                    log.warning("The disk of the result cache %s is full; answering without it.", self.directory)
+                self._retry_at = time.monotonic() + RETRY_S
+                return
             log.warning("The result cache in %s is damaged (%s); starting it again empty.", self.directory, err)
             if broken is not None:
                 with contextlib.suppress(Exception):
                     broken.close()
+            self.cache = None
             shutil.rmtree(self.directory, ignore_errors=True)
             self.rebuilds += 1
-            self.cache = self._open()
-            return self.cache
+            try:
+                self.cache = self._open()
+            except DAMAGE as again:  # the folder cannot be made at all (read-only): answer without it for a while
+                log.warning("The result cache %s cannot be rebuilt (%s); answering without it.", self.directory, again)
+                self._retry_at = time.monotonic() + RETRY_S
 
     def _guarded(self, operation: Callable[[Any], Any], default: Any = None) -> Any:
         cache = self.cache
+        if cache is None:
+            if time.monotonic() < self._retry_at:
+                return default
+            with self._lock:
+                if self.cache is None:
+                    try:
+                        self.cache = self._open()
+                    except DAMAGE:
+                        self._retry_at = time.monotonic() + RETRY_S
+                        return default
+            cache = self.cache
         try:
             return operation(cache)
         except DAMAGE as err:
-            try:
-                self._rebuild(cache, err)
-            except DAMAGE as again:  # the folder cannot be made at all (disk full, read-only): answer without it
-                log.warning("The result cache %s cannot be rebuilt (%s); answering without it.", self.directory, again)
+            self._damaged(cache, err)
             return default
 
     @staticmethod
@@ -121,5 +148,6 @@ class ResultCache:
         return self._guarded(len, 0)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.cache.close()
+        if self.cache is not None:
+            with contextlib.suppress(Exception):
+                self.cache.close()
