@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_CATALOG := assets/demo_catalog/catalog.jsonl
 
-.PHONY: venv triton-venv browser model demo run test lint bench clean
+.PHONY: audit venv triton-venv browser model demo run test lint bench clean
 
 $(STAMP): requirements.txt requirements-build.txt requirements-nodeps.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: venv triton-venv browser lint
+# Known vulnerabilities in the pinned runtime set fail it; a service that knows none of the versions is one line.
+audit: venv
+	$(PY) scripts/audit.py
+
+test: venv triton-venv browser lint audit
 	$(PY) -m pytest
 
 clean:
