@@ -15,7 +15,10 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from ..conftest import shared
-from ..support.app_fixtures import start_app
+
+pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
+
+from ..support.app_fixtures import start_app  # noqa: E402
 
 pytest_plugins = ("tests.support.app_fixtures",)
 TOKEN = "correct horse battery staple"
@@ -183,3 +186,33 @@ def test_read_only_without_admin_token(app_server, tmp_path):
     with pytest.raises(Exception, match="read-only: no ADMIN_TOKEN"):
         _ingest(client, catalogue, archive, token="anything")
     assert client.predict(1, "", api_name="/catalogue")["total"] == 32
+
+
+def test_readme_catalogue_api_example_works_as_written(admin_app, tmp_path):
+    """README's "Your own catalogue" example, run as a person would (a copy of it, in a folder of its own beside the
+    repository's assets), against an app started with ADMIN_TOKEN."""
+    import subprocess
+    import sys
+
+    from ..support.app_fixtures import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    block = next(b for b in blocks if "/delete_products" in b)
+    assert '"http://127.0.0.1:7860/"' in block and '"the ADMIN_TOKEN the app was started with"' in block
+    code = block.replace("http://127.0.0.1:7860/", admin_app.url).replace("the ADMIN_TOKEN the app was started with",
+                                                                         TOKEN)  # fmt: skip
+    (tmp_path / "assets").symlink_to(REPO_ROOT / "assets")
+    (tmp_path / "example.py").write_text(code)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report, page, deleted = done.stdout.strip().splitlines()[-3:]
+    rows, added, updated, unchanged, bad = map(int, report.split())
+    assert rows == 32 and added + updated + unchanged == 32 and bad == 0
+    assert page.startswith(tuple("123456789")) and "'demo-001'" in page
+    assert deleted == "['demo-001'] []"
+    assert client_count(admin_app, "demo-001") == 0
+
+
+def client_count(app, query: str) -> int:
+    return Client(app.url, verbose=False, download_files=False).predict(1, query, api_name="/catalogue")["total"]

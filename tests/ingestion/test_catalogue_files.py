@@ -62,3 +62,30 @@ def test_a_file_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
     assert os.stat(huge).st_blocks * 512 < 2**20, "sparse: nothing is really on disk"
     with pytest.raises(CatalogError, match="split it"):
         cr.read_catalog(huge)
+
+
+def test_every_hostile_photo_and_bad_value_is_one_bad_row(pipeline, tmp_path):
+    """The photos a query refuses, inside a catalogue: each is one bad row (line, id, reason), the others go in; and
+    the prices and names that cannot be a product."""
+    from PIL import Image
+
+    from ..query.test_bad_inputs import ANSWERED, REFUSED
+
+    photo = Image.open(shared("seed_sample", "images", "Adidas-1.jpg")).convert("RGB")
+    rows = []
+    for n, (case, (make, _)) in enumerate(REFUSED.items()):
+        (tmp_path / f"bad{n}.jpg").write_bytes(make(photo))
+        rows.append({"id": f"bad{n}", "name": case, "image_path": f"bad{n}.jpg"})
+    for n, (case, make) in enumerate(ANSWERED.items()):
+        (tmp_path / f"ok{n}.img").write_bytes(make(photo))
+        rows.append({"id": f"ok{n}", "name": case, "image_path": f"ok{n}.img"})
+    (tmp_path / "p.jpg").write_bytes(shared("seed_sample", "images", "Adidas-1.jpg").read_bytes())
+    values = [{"price": "NaN"}, {"price": -3}, {"price": float("inf")}, {"name": ""}, {"name": None}]
+    for n, value in enumerate(values):
+        rows.append({"id": f"value{n}", "name": "a product", "image_path": "p.jpg", **value})
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    report = ingest(pipeline, tmp_path / "c.jsonl", progress=False)
+    bad = {b.product_id: b for b in report.bad}
+    assert set(bad) == {f"bad{n}" for n in range(len(REFUSED))} | {f"value{n}" for n in range(len(values))}
+    assert report.added == len(ANSWERED) and pipeline.index.count() == pipeline.store.count() == len(ANSWERED)
+    assert [b.line for b in report.bad] == sorted(b.line for b in report.bad) and all(b.reason for b in report.bad)
