@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import model_repo as mr
-from pipeline.cli import parser
+from pipeline.cli import main, parser
 from pipeline.errors import CatalogError, PipelineError
 from pipeline.inference.ort_backend import OrtBackend
 from pipeline.model_build.build_model import build_model
@@ -125,6 +125,16 @@ def test_static_int8_serves_through_a_real_tritonserver(repos):
         backend.close()
     finally:
         server.stop()
+
+
+def test_static_int8_from_the_command_line(tmp_path, clip_folder, capsys):
+    """The README's command: build-model --precision int8-static --calibration CATALOG."""
+    out = tmp_path / "repo"
+    args = ["build-model", "--source", str(clip_folder), "--out", str(out), "--precision", "int8-static"]
+    assert main([*args, "--calibration", str(DEMO_CATALOG), "--calibration-rows", "8"]) == 0
+    card = mr.ModelCard.load(out)
+    assert card.precision == "int8-static" and card.extra["calibration"]["rows"] == 8
+    assert f"built {card.label}" in capsys.readouterr().out
 
 
 def test_static_int8_without_calibration_is_one_sentence_and_exit_2(tmp_path, clip_folder):
