@@ -3,7 +3,7 @@
 On CPU, onnxruntime's FP16 kernels mostly cast back to FP32 (smaller file, rarely faster). INT8 comes in two kinds:
 
 * ``int8`` (dynamic): weights quantised ahead of time, each activation's scale computed at run time. Needs no data.
-  On transformer towers (CLIP ViT, MiniLM) onnxruntime fuses it into MatMulIntegerToFloat: 2.2-2.5x FP32 here.
+  On transformer towers (CLIP ViT, MiniLM) onnxruntime fuses it into MatMulIntegerToFloat: 2.2-3.2x FP32 here.
   Convolutions stay in float (``DYNAMIC_OP_TYPES``): as ConvInteger, the offline model's EfficientNet-Lite0 image tower
   ran at 0.10x FP32's speed and kept 0.61 of FP32's top-10 photo neighbours (compare-models, fashion catalogue).
 * ``int8-static``: weights and activations quantised with scales measured once on calibration data (a catalogue's
@@ -15,10 +15,10 @@ On CPU, onnxruntime's FP16 kernels mostly cast back to FP32 (smaller file, rarel
 Which ops static INT8 quantises depends on the tower (``static_op_types``), measured on the offline model's towers with
 fashion photos and names: a convolutional tower (EfficientNet-Lite0) needs its activations (Clip = ReLU6) quantised
 with the convolutions, so that onnxruntime folds them into one integer kernel: every op quantised gave a mean cosine
-to FP32 of 0.986 and ~3x FP32's speed, Conv/MatMul/Gemm alone 0.874. A transformer tower must keep its Add/Mul ops in
-float: the attention mask adds -1e4 (or -3.4e38) to the scores, and an 8-bit scale fitted to that range zeroes
-everything else (MiniLM: mean cosine 0.38 with Add quantised, 0.95 without; the CLIP text tower went negative), and
-LayerNormalization has no per-channel INT8 form.
+to FP32 of 0.986 and 1.9-2.6x FP32's speed at batch 32, Conv/MatMul/Gemm alone 0.874. A transformer tower must keep
+its Add/Mul ops in float: the attention mask adds -1e4 (or -3.4e38) to the scores, and an 8-bit scale fitted to that
+range zeroes everything else (MiniLM: mean cosine 0.38 with Add quantised, 0.95 without; the CLIP text tower went
+negative), and LayerNormalization has no per-channel INT8 form.
 
 Either way the converted graph must still rank like the original: we compare the embeddings of the same inputs and
 refuse a conversion whose cosine similarity falls below a floor (``MIN_COSINE``).
