@@ -68,7 +68,7 @@ class ModelCard:
     kind: str  # "clip" or "offline"
     source: str
     revision: str
-    precision: str  # "fp32", "fp16", "int8"
+    precision: str  # "fp32", "fp16", "int8" (dynamic), "int8-static"
     embedding_dim: int
     text_max_length: int  # longest token sequence the text tower takes (longer text is truncated)
     image_size: int
