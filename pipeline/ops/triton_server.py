@@ -509,7 +509,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Entry point for the CLI subcommand: clear one-paragraph errors, exit status 2 when the server cannot run (as every command)."""
+    """Entry point for the CLI subcommand: clear one-paragraph errors, exit status 2 (as every command) on failure."""
     try:
         return serve(
             args.model_repository,
