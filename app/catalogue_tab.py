@@ -55,6 +55,16 @@ def _summary(report: dict) -> str:
         shown = "; ".join(html.escape(s) for s in report["skipped"][:5])
         more = f" (and {len(report['skipped']) - 5} more)" if len(report["skipped"]) > 5 else ""
         lines.append(f"Skipped in the upload: {shown}{more}")
+    pairs = report.get("duplicates") or []
+    if pairs:
+        shown = "; ".join(
+            f"{html.escape(str(d['a']))} ~ {html.escape(str(d['b']))} ({d['cosine']:.4f})" for d in pairs[:10]
+        )
+        more = f" (and {len(pairs) - 10} more)" if len(pairs) > 10 else ""
+        lines.append(
+            f"**Near-identical photos** ({_many(len(pairs), 'pair')}; merge or fix them, or check with "
+            f"`python -m pipeline duplicates`): {shown}{more}"
+        )
     return "\n\n".join(lines)
 
 

@@ -216,3 +216,26 @@ def test_readme_catalogue_api_example_works_as_written(admin_app, tmp_path):
 
 def client_count(app, query: str) -> int:
     return Client(app.url, verbose=False, download_files=False).predict(1, query, api_name="/catalogue")["total"]
+
+
+def test_an_import_reports_near_identical_photos_and_the_tab_shows_them(client, tmp_path):
+    from app.catalogue_tab import _summary
+
+    seed = shared("seed_sample")
+    row = json.loads((seed / "catalog.jsonl").read_text().splitlines()[0])
+    twins = [dict(row, id=f"twin-{n}", SKU=f"TWIN-{n}", name=f"Twin listing {n}", image_path=f"twin-{n}.jpg")
+             for n in (1, 2)]  # fmt: skip
+    (tmp_path / "twins").mkdir()
+    catalogue, archive = tmp_path / "twins" / "catalog.jsonl", tmp_path / "twins" / "twins.zip"
+    catalogue.write_text("\n".join(json.dumps(r) for r in twins))
+    with zipfile.ZipFile(archive, "w") as zf:  # the same photo under two names, as a shop lists one product twice
+        for r in twins:
+            zf.write(seed / row["image_path"], r["image_path"])
+    report = _ingest(client, catalogue, archive)
+    # The tests' random CLIP finds every photo alike; the byte-identical pair comes first, at cosine 1.
+    assert (report["duplicates"][0]["a"], report["duplicates"][0]["b"]) == ("twin-1", "twin-2"), report["duplicates"]
+    assert report["duplicates"][0]["cosine"] >= 0.9999
+    shown = _summary(report)
+    assert "Near-identical photos" in shown and "twin-1 ~ twin-2" in shown
+    done = client.predict(["twin-1", "twin-2"], TOKEN, api_name="/delete_products")
+    assert sorted(done["deleted"]) == ["twin-1", "twin-2"]
