@@ -6,7 +6,9 @@ and checks that an error shows as a message in the page. Screenshots go to ``tes
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,18 +38,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, app_server):
+@contextlib.contextmanager
+def opened(browser, url: str) -> Iterator:
+    """A fresh browser session on the app at ``url``, once its status line shows; a JavaScript error in the page
+    fails the test."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=TIMEOUT_MS)
@@ -56,11 +50,17 @@ def page(browser, app_server):
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(app_server.url)
+    page.goto(url)
     expect(page.locator("#status")).to_contain_text("in-process onnxruntime")
     yield page
     context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, app_server):
+    with opened(browser, app_server.url) as page:
+        yield page
 
 
 def _first_caption(page):

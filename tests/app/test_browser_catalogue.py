@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
 
 from ..support.app_fixtures import DEMO_CATALOG, REPO_ROOT, demo_rows, start_app  # noqa: E402
-from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS  # noqa: E402
+from .test_browser import ARTIFACTS, CHROMIUM, opened  # noqa: E402
 
 pytest_plugins = ("tests.support.app_fixtures",)
 pytestmark = pytest.mark.skipif(
@@ -114,34 +114,15 @@ def upload(tmp_path_factory) -> Upload:
     return _make_upload(tmp_path_factory.mktemp("outdoor-gear"))
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, admin_app):
     """A fresh browser session (so a locked Catalogue tab), on the Catalogue tab."""
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(admin_app.url)
-    expect(page.locator("#status")).to_contain_text("in-process onnxruntime")
-    page.get_by_role("tab", name="Catalogue").click()
-    expect(page.locator("#lock-note")).to_contain_text("Enter the admin token")
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with opened(browser, admin_app.url) as page:
+        page.get_by_role("tab", name="Catalogue").click()
+        expect(page.locator("#lock-note")).to_contain_text("Enter the admin token")
+        yield page
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------

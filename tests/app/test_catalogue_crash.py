@@ -18,10 +18,10 @@ from gradio_client import Client, handle_file
 
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
-from pipeline.storage.catalog_store import PRODUCT_COLLECTION, PRODUCT_DB, connect
 from pipeline.storage.mongo_guard import read_state
 
 from ..conftest import shared
+from ..ingestion.test_crash_recovery import stored_products
 from ..storage.test_mongo_server import wait_until
 
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
@@ -43,14 +43,6 @@ def _fashion_upload(folder: Path) -> tuple[Path, Path]:
         for r in rows:
             zf.write(shared("fashion", r["image_path"]), r["image_path"])
     return catalogue, archive
-
-
-def _stored(uri: str) -> int:
-    client = connect(uri, 2000)
-    try:
-        return client[PRODUCT_DB][PRODUCT_COLLECTION].count_documents({})
-    finally:
-        client.close()
 
 
 def _import(client: Client, catalogue: Path, archive: Path) -> dict:
@@ -91,13 +83,13 @@ def test_kill_9_of_the_app_during_an_import_then_the_same_import_completes(app_d
     try:
         uri = read_state(data / "mongo")["uri"]
         thread.start()
-        wait_until(lambda: _stored(uri) >= demo + 50, 300, "the import is under way", every_s=0.1)
+        wait_until(lambda: stored_products(uri) >= demo + 50, 300, "the import is under way", every_s=0.1)
         os.killpg(app.process.pid, signal.SIGKILL)  # the app and anything it started in its group
         app.process.wait(timeout=10)
     finally:
         if app.process.poll() is None:
             os.killpg(app.process.pid, signal.SIGKILL)
-    assert demo + 50 <= _stored(uri) < demo + ROWS, "killed halfway"
+    assert demo + 50 <= stored_products(uri) < demo + ROWS, "killed halfway"
 
     again = _restart(data, model_repo, work)
     try:

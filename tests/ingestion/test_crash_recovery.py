@@ -27,7 +27,8 @@ def _ingest(env: dict) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _stored(uri: str) -> int:
+def stored_products(uri: str) -> int:
+    """Products in MongoDB right now, counted from outside the process that writes them."""
     client = connect(uri, 2000)
     try:
         return client[PRODUCT_DB][PRODUCT_COLLECTION].count_documents({})
@@ -44,10 +45,10 @@ def test_kill_9_halfway_then_the_same_ingest_gives_exactly_the_catalogue(tmp_pat
     first = _ingest(env)
     try:
         state = wait_until(lambda: read_state(data / "mongo"), 60, "the ingest starts its MongoDB server")
-        wait_until(lambda: _stored(state["uri"]) >= 300, 300, "300 products are in MongoDB", every_s=0.2)
+        wait_until(lambda: stored_products(state["uri"]) >= 300, 300, "300 products are in MongoDB", every_s=0.2)
     finally:
         kill9(first)
-    half = _stored(state["uri"])
+    half = stored_products(state["uri"])
     assert 300 <= half < 1000, f"killed at {half} products: not halfway"
 
     with Pipeline(settings) as pipe:  # the half catalogue answers, and that answer is cached
