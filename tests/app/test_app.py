@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -140,8 +141,16 @@ def test_api_names_and_defaults(client):
     assert sorted(categories) == sorted({r["category"] for r in demo_rows()})  # choices come from the catalogue
 
 
-def test_concurrent_queries_all_get_their_own_answer(client):
+def test_concurrent_queries_all_get_their_own_answer(app_server):
+    """Eight clients at once. One ``gradio_client.Client`` per thread, as README advises: a single Client shared by
+    threads lost an answer under load in CI (gradio_client 2.7.2: the job ended in ``CancelledError``, its client's
+    one shared event stream having ended before the answer came)."""
+    local = threading.local()
+
     def ask(row):
+        if not hasattr(local, "client"):
+            local.client = Client(app_server.url, verbose=False, download_files=False)
+        client = local.client
         if row["id"] in {r["id"] for r in SAMPLE[::2]}:
             photo = handle_file(str(DEMO_CATALOG.parent / row["image_path"]))
             return row["id"], client.predict(photo, top_k=2, api_name="/match_image")[1]
