@@ -279,9 +279,10 @@ def _embed_and_write(
         ticker.close()
 
 
-# Free space an ingest keeps on the data folder's disk. Qdrant Edge preallocates its write-ahead log in 32 MB segments
-# and writes them through a memory map: a mapped page the disk has no room for kills the process (SIGBUS), which no
-# error handling can turn into a sentence. So writing stops, with one, while this much is still free.
+# Free space an ingest keeps on the data folder's disk. Qdrant Edge writes through memory maps (Qdrant's write-ahead log
+# comes in preallocated segments, 32 MB by default): a mapped page the disk has no room for kills the process with
+# SIGBUS (seen on a full tmpfs, in the upsert), which no error handling can turn into a sentence. So writing stops,
+# with one, while this much is still free.
 MIN_FREE_MB = 64
 
 
