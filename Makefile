@@ -47,5 +47,10 @@ audit: venv
 test: venv triton-venv browser lint audit
 	$(PY) -m pytest
 
+# The Spaces image built with buildah, run with podman, queried and stopped (root; minutes; scripts/image_test.sh).
+.PHONY: image-test
+image-test: venv
+	REQUIRE_IMAGE=1 $(PY) -m pytest -q tests/test_image.py
+
 clean:
 	rm -rf $(VENV) .venv-triton data test-artifacts .pytest_cache .ruff_cache
