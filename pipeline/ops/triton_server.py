@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,9 +48,24 @@ ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = "scripts/setup_triton_venv.sh"
 MODELS = (TEXT_MODEL, VISUAL_MODEL)
 
+log = logging.getLogger(__name__)
 #: Python-backend shared memory per model instance. 32 MiB made a batch of 32 images ~2x faster than the 1 MiB default
 #: (measured here), because the region does not have to grow while a batch is copied in.
 DEFAULT_SHM_BYTES = 32 * 1024 * 1024
+MIN_SHM_BYTES = 1024 * 1024  # the Python backend's own default; its regions grow from there as batches need
+
+
+def fitting_shm_bytes(models: int, shm: Path = Path("/dev/shm"), wanted: int = DEFAULT_SHM_BYTES) -> int:
+    """Shared memory per Python-backend model that this machine's ``/dev/shm`` can give: ``wanted``, or a quarter of
+    the free space per model where that is less. Containers get 64 MiB of ``/dev/shm`` by default (Docker, podman,
+    and no ``--shm-size`` on Hugging Face Spaces), and two models asking for 32 MiB each made Triton fail to load them
+    there (seen in the image test): the app then served in-process."""
+    try:
+        stat = os.statvfs(shm)
+    except OSError:
+        return wanted
+    free = stat.f_bavail * stat.f_frsize
+    return max(MIN_SHM_BYTES, min(wanted, free // (4 * max(1, models))))
 
 
 #: servers started by this process and not stopped yet (strong refs): stopped at interpreter exit so none outlives it
@@ -210,7 +226,7 @@ class TritonServer:
         log_path: Path | None = None,
         ready_timeout: float = 120.0,
         stop_timeout: float = 15.0,
-        shm_bytes: int = DEFAULT_SHM_BYTES,
+        shm_bytes: int | None = None,  # None: fitted to /dev/shm when the server starts
         venv: Path | None = None,
         models: tuple[str, ...] = MODELS,
     ) -> None:
@@ -223,7 +239,8 @@ class TritonServer:
         self.log_path = Path(log_path) if log_path else None
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
-        self.shm_bytes = shm_bytes
+        self.requested_shm = shm_bytes
+        self.shm_bytes = shm_bytes or DEFAULT_SHM_BYTES
         self.venv = venv
         self.models = models
         self.process: subprocess.Popen | None = None
@@ -273,6 +290,10 @@ class TritonServer:
             self._workdir = Path(tempfile.mkdtemp(prefix="pipeline-triton-"))
             backend_dir = self._prepare_backends(install, self._workdir)
             self._shm_prefix = f"pipeline_triton_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+            if self.requested_shm is None:
+                self.shm_bytes = fitting_shm_bytes(len(self.models))
+                if self.shm_bytes < DEFAULT_SHM_BYTES:
+                    log.info("/dev/shm is small: %d MiB of shared memory per model", self.shm_bytes // 2**20)
             log_path = self._current_log()
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(log_path, "wb")  # noqa: SIM115 - kept open for the server's lifetime

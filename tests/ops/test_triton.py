@@ -476,3 +476,20 @@ def test_run_rejects_ragged_inputs(triton_server) -> None:
             backend.run(mr.TEXT_MODEL, inputs)
     finally:
         backend.close()
+
+
+def test_shared_memory_fits_a_containers_small_dev_shm(tmp_path: Path) -> None:
+    """A 64 MiB tmpfs, as Docker, podman and Spaces give a container's /dev/shm: the two models get a quarter of it
+    each instead of the 32 MiB that made Triton fail to load them there; a roomy one gets the full 32 MiB."""
+    from pipeline.ops.triton_server import DEFAULT_SHM_BYTES, fitting_shm_bytes
+
+    small = tmp_path / "shm"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        assert fitting_shm_bytes(2, small) == 8 * 2**20
+        assert fitting_shm_bytes(2, tmp_path / "missing") == DEFAULT_SHM_BYTES
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+    assert fitting_shm_bytes(2, Path("/dev/shm")) <= DEFAULT_SHM_BYTES
