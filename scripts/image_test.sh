@@ -15,8 +15,8 @@
 # Settings (environment): PYTHON (host venv with gradio_client, default .venv/bin/python); IMAGE_TAG
 # (default localhost/product-matcher:test); IMAGE_BASE (localhost/bookworm-python:3.11); IMAGE_REBUILD_BASE=1;
 # IMAGE_FULL=1 (build the Dockerfile's build stage too, MODEL_SOURCE=offline, torch from this machine's wheel folder);
-# IMAGE_SHM_SIZE (default 256m: the two Python-backend models take 2 x 32 MiB of /dev/shm, and Docker's and podman's
-# default /dev/shm of 64 MiB is too small for them, so Triton would fail and the app fall back to in-process inference);
+# IMAGE_SHM_SIZE (default 64m, Docker's and podman's default /dev/shm, which is what Spaces offers too: Triton fits its
+# shared memory to it; with the former fixed 2 x 32 MiB it failed there and the app fell back to in-process inference);
 # IMAGE_DEBIAN_MIRROR (default: the first URI of this machine's apt sources, else http://deb.debian.org/debian);
 # IMAGE_RUNTIME (runc: crun refuses this machine's hybrid cgroups); IMAGE_STORAGE_DRIVER (vfs).
 set -euo pipefail
@@ -27,7 +27,7 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 TAG="${IMAGE_TAG:-localhost/product-matcher:test}"
 BASE="${IMAGE_BASE:-localhost/bookworm-python:3.11}"
 MODEL_IMAGE="localhost/product-matcher-model:offline"
-SHM="${IMAGE_SHM_SIZE:-256m}"
+SHM="${IMAGE_SHM_SIZE:-64m}"
 RUNTIME="${IMAGE_RUNTIME:-runc}"
 DRIVER="${IMAGE_STORAGE_DRIVER:-vfs}"
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)  # podman's default 1048576 exceeds the hard limit here
