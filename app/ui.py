@@ -101,7 +101,7 @@ def build_demo(
         """Find the catalogue products that look like a photo; ``refine``: words that move the search ("in red"),
         by ``refine_weight`` (0: the photo alone, 1: the words alone); ``diverse``: no near-copies side by side.
         Returns the gallery (photo, caption) and the matches as JSON (id, name, brand, category, price, score, level,
-        image)."""
+        image, image_url)."""
         source = h.image_source(image)
         return respond(
             lambda k, f: pipe.matcher.match_image(source, k, f, refine or None, refine_weight, diverse=bool(diverse)),
@@ -120,7 +120,7 @@ def build_demo(
     ):
         """Find the catalogue products that fit a description (its words and meaning: exact SKUs and names come
         first); ``diverse``: no near-copies side by side. Returns the gallery (photo, caption) and the matches as JSON
-        (id, name, brand, category, price, score, level, image)."""
+        (id, name, brand, category, price, score, level, image, image_url)."""
         return respond(
             lambda k, f: pipe.matcher.match_text(text, top_k=k, filters=f, diverse=bool(diverse)),
             top_k, categories, brands, min_price, max_price,
