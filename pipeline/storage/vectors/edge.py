@@ -47,6 +47,7 @@ from .types import (
 log = logging.getLogger("pipeline.storage.vectors")
 INFO_FILE = "collection.json"
 FULL_SCAN_KB = 10_000
+FILTERED_SCAN_MAX = 50_000  # a filtered query that leaves at most this many products is scanned, not walked (HNSW)
 SHARD = "shard"
 IN_USE = (
     "The vector index in {path} is open in another process (the app, or another ingest). Change the catalogue "
@@ -293,18 +294,28 @@ class EdgeVectorStore(VectorStore):
             return self.shard.count(_edge().CountRequest(exact=True))
 
     # -- search -------------------------------------------------------------------------------------------------------
-    def _params(self, exact: bool):
+    def _params(self, exact: bool, flt=None):
         q = _edge()
+        scan = not exact and flt is not None and self._few_match(flt)
         quantization = None
         if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
             quantization = q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=self.tuning.oversampling)
-        return q.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
+        # A filter that leaves few products is scanned (over the int8 copies, the best rescored with the originals):
+        # under a selective filter the HNSW graph falls apart (1,000,000 products, a category of ~20,000: recall@10
+        # 0.51 walking the graph), while scanning 20,000 int8 vectors takes a few ms.
+        return q.SearchParams(hnsw_ef=self._ef(), exact=exact or scan, quantization=quantization)
+
+    def _few_match(self, flt) -> bool:
+        """Whether at most ``FILTERED_SCAN_MAX`` products pass the filter (the payload index's estimate)."""
+        with self._lock:
+            return self.shard.count(_edge().CountRequest(exact=False, filter=flt)) <= FILTERED_SCAN_MAX
 
     def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
         if self._shard is None:
             return [[] for _ in requests]
         q = _edge()
-        flt, params = edge_filter(filters), self._params(exact)
+        flt = edge_filter(filters)
+        params = self._params(exact, flt)
         batch = [
             q.QueryRequest(
                 limit=int(limit),
@@ -325,7 +336,8 @@ class EdgeVectorStore(VectorStore):
         if self._shard is None:
             return [[] for _ in requests]
         q = _edge()
-        flt, params = edge_filter(filters), self._params(exact)
+        flt = edge_filter(filters)
+        params = self._params(exact, flt)
         batch = [
             q.QueryRequest(limit=int(limit), query=q.Query.Nearest(vector.tolist(), using=using), filter=flt,
                            params=params, with_payload=False)
