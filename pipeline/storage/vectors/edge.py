@@ -310,22 +310,22 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             return self.shard.count(_edge().CountRequest(exact=False, filter=flt)) <= FILTERED_SCAN_MAX
 
+    def _batch(self, requests, filters: Filters, exact: bool, with_payload: bool) -> list:
+        """One query request per (vector, vector name, limit), all with the same filter and search parameters."""
+        q = _edge()
+        flt = edge_filter(filters)
+        params = self._params(exact, flt)
+        return [
+            q.QueryRequest(limit=int(limit), query=q.Query.Nearest(vector.tolist(), using=using), filter=flt,
+                           params=params, with_payload=with_payload)
+            for vector, using, limit in requests
+        ]  # fmt: skip
+
     def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
         if self._shard is None:
             return [[] for _ in requests]
         q = _edge()
-        flt = edge_filter(filters)
-        params = self._params(exact, flt)
-        batch = [
-            q.QueryRequest(
-                limit=int(limit),
-                query=q.Query.Nearest(vector.tolist(), using=using),
-                filter=flt,
-                params=params,
-                with_payload=True,
-            )
-            for vector, using, limit in requests
-        ]
+        batch = self._batch(requests, filters, exact, with_payload=True)
         with self._lock:
             answers = self.shard.query_batch(q.QueryBatchRequest(batch)) if len(batch) > 1 else [
                 self.shard.query(batch[0])
@@ -336,13 +336,7 @@ class EdgeVectorStore(VectorStore):
         if self._shard is None:
             return [[] for _ in requests]
         q = _edge()
-        flt = edge_filter(filters)
-        params = self._params(exact, flt)
-        batch = [
-            q.QueryRequest(limit=int(limit), query=q.Query.Nearest(vector.tolist(), using=using), filter=flt,
-                           params=params, with_payload=False)
-            for vector, using, limit in requests
-        ]  # fmt: skip
+        batch = self._batch(requests, filters, exact, with_payload=False)
         with self._lock:
             answers = self.shard.query_batch(q.QueryBatchRequest(batch))
         return [[(str(p.id), float(p.score)) for p in points] for points in answers]
