@@ -355,20 +355,21 @@ class EdgeVectorStore(VectorStore):
             points = self.shard.query(request)
         return [(str(p.id), float(p.score)) for p in points]
 
-    def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
-        if not keys or self._shard is None:
-            return {}
+    def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
         q = _edge()
-        request = q.QueryRequest(
-            limit=len(keys),
-            query=q.Query.Nearest(vector.tolist(), using=using),
-            filter=q.Filter(must=[q.HasIdCondition(set(keys))]),
-            params=q.SearchParams(exact=True),
-            with_payload=False,
-        )
+        asked = [(using, keys) for using, keys in wanted if keys]
+        if not asked or self._shard is None:
+            return [{} for _ in wanted]
+        query = vector.tolist()
+        batch = [
+            q.QueryRequest(limit=len(keys), query=q.Query.Nearest(query, using=using),
+                           filter=q.Filter(must=[q.HasIdCondition(set(keys))]), params=q.SearchParams(exact=True),
+                           with_payload=False)
+            for using, keys in asked
+        ]  # fmt: skip
         with self._lock:
-            points = self.shard.query(request)
-        return {str(p.id): float(p.score) for p in points}
+            answers = iter(self.shard.query_batch(q.QueryBatchRequest(batch)))
+        return [{str(p.id): float(p.score) for p in next(answers)} if keys else {} for _, keys in wanted]
 
     def _payloads(self, keys: list) -> dict:
         if not keys or self._shard is None:

@@ -254,22 +254,22 @@ class ServerVectorStore(VectorStore):
             )
         return [(str(p.id), float(p.score)) for p in answer.points]
 
-    def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
+    def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
         from qdrant_client import models
 
-        if not keys:
-            return {}
+        asked = [(using, keys) for using, keys in wanted if keys]
+        if not asked:
+            return [{} for _ in wanted]
+        query = vector.tolist()
+        batch = [
+            models.QueryRequest(query=query, using=using, limit=len(keys), with_payload=False,
+                                filter=models.Filter(must=[models.HasIdCondition(has_id=list(keys))]),
+                                params=models.SearchParams(exact=True))
+            for using, keys in asked
+        ]  # fmt: skip
         with self._call("searching"):
-            answer = self.client.query_points(
-                self.collection,
-                query=vector.tolist(),
-                using=using,
-                limit=len(keys),
-                query_filter=models.Filter(must=[models.HasIdCondition(has_id=list(keys))]),
-                search_params=models.SearchParams(exact=True),
-                with_payload=False,
-            )
-        return {str(p.id): float(p.score) for p in answer.points}
+            answers = iter(self.client.query_batch_points(self.collection, requests=batch))
+        return [{str(p.id): float(p.score) for p in next(answers).points} if keys else {} for _, keys in wanted]
 
     def _payloads(self, keys: list) -> dict:
         if not keys:

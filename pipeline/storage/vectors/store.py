@@ -70,8 +70,9 @@ class VectorStore:
         costs more than the search itself: 512 hits with payload 24 ms, without 5.5 ms)."""
         raise NotImplementedError
 
-    def _scored_among(self, vector: np.ndarray, using: str, keys: list) -> dict:
-        """The exact score of ``vector`` against the ``using`` vector of each point named by its key."""
+    def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
+        """For each (vector name, point keys): the exact score of ``vector`` against that vector of each point, by
+        key; all in one call to the engine (each call costs ~0.3 ms however few points it scores)."""
         raise NotImplementedError
 
     def _payloads(self, keys: list) -> dict:
@@ -224,8 +225,11 @@ class VectorStore:
         for _ in range(MAX_ROUNDS):
             by_text, by_image = self._scored([(q, "text", depth), (q, "image", depth)], filters, exact)
             text, image = dict(by_text), dict(by_image)
-            image.update(self._scored_among(q, "image", [k for k in text if k not in image]))
-            text.update(self._scored_among(q, "text", [k for k in image if k not in text]))
+            more_image, more_text = self._scored_among(
+                q, [("image", [k for k in text if k not in image]), ("text", [k for k in image if k not in text])]
+            )
+            image.update(more_image)
+            text.update(more_text)
             fused = sorted(((w * text[k] + (1 - w) * image[k], k) for k in text if k in image), key=lambda x: -x[0])
             top = fused[:limit]
             # A short list holds every product that passes the filters: nothing is unseen.
@@ -240,7 +244,7 @@ class VectorStore:
         """The fused score of these points exactly, whatever their rank."""
         if not keys:
             return {}
-        text, image = self._scored_among(q, "text", keys), self._scored_among(q, "image", keys)
+        text, image = self._scored_among(q, [("text", keys), ("image", keys)])
         return {k: w * text[k] + (1 - w) * image[k] for k in keys if k in text and k in image}
 
     def _hits(self, ranked: list[tuple[float, str]]) -> list[Hit]:
@@ -270,6 +274,7 @@ class VectorStore:
         dense = self._fused(q, text_weight, depth if lexical else limit, filters, False)
         if not lexical:
             return self._hits(dense)
+        # One read of every candidate's whole payload: asking Edge for fewer fields is slower, not faster.
         candidates = self._payloads(list({k for _, k in dense} | {k for k, _ in lexical}))
         names = {k: (p.get("SKU"), p.get("name")) for k, p in candidates.items()}
         ids = {k: p.get("product_id") for k, p in candidates.items()}
