@@ -254,6 +254,52 @@ def test_edge_crash_during_a_change_bumps_the_version_on_reopen(tmp_path, catalo
         again.close()
 
 
+def test_edge_kill_9_during_a_change_keeps_the_last_flush_and_the_next_ingest_completes(tmp_path, catalogue):
+    """Edge shards have no write-ahead log (see ``EdgeVectorStore._create``): a process killed in the middle of a change
+    leaves the shard as of its last flush, which opens, searches and filters consistently; the interrupted change's
+    version is skipped, and writing the missing points again completes the catalogue."""
+    root = tmp_path / "vectors" / "products"
+    filled(EdgeVectorStore(root, IndexTuning()), catalogue[2][:100]).close()
+    code = textwrap.dedent(
+        f"""
+        import os, signal, pickle
+        from pipeline.storage.vectors.edge import EdgeVectorStore
+        from pipeline.storage.vectors import IndexTuning
+        products = pickle.load(open({str(tmp_path / "products.pkl")!r}, "rb"))
+        store = EdgeVectorStore({str(root)!r}, IndexTuning())
+        with store.changing():
+            store.upsert(products[100:200])
+            store.delete(["p0", "p1"])
+            store._persist()  # what FLUSH_EVERY_S does during a long change
+            store.upsert(products[200:300])
+            store.delete(["p2"])
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    import pickle
+
+    (tmp_path / "products.pkl").write_bytes(pickle.dumps(catalogue[2]))
+    before = EdgeVectorStore(root, IndexTuning())
+    version = before.version()
+    before.close()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    store = EdgeVectorStore(root, IndexTuning())
+    try:
+        assert store.version() > version and not store.info().writing
+        kept = set(store.product_ids())
+        assert kept == {f"p{i}" for i in range(2, 200)}  # the flushed writes, none of the later ones
+        bags = Filters(categories=("Bags",))
+        assert {h.product_id for h in store.search(catalogue[0][5], "image", 400, bags)} == {
+            f"p{i}" for i in range(2, 200) if i % 4 == 1
+        }
+        with store.changing():
+            store.upsert(catalogue[2][200:300])
+        assert store.count() == 298
+    finally:
+        store.close()
+
+
 def test_edge_optimises_in_a_child_while_queries_go_on(tmp_path):
     """A serving process builds the HNSW index on a copy in a child process: queries keep being answered (Edge holds
     the GIL while it optimises in-process), and the swapped-in index answers like brute force."""

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
 from .lexical import document_vector
-from .store import IndexTuning, VectorStore
+from .store import IndexTuning, VectorStore, full_scan_kb
 from .types import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -108,7 +108,9 @@ class ServerVectorStore(VectorStore):
                     )
                     for name in VECTOR_NAMES
                 },
-                hnsw_config=models.HnswConfigDiff(m=t.hnsw_m, ef_construct=t.hnsw_ef_construct),
+                hnsw_config=models.HnswConfigDiff(
+                    m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=full_scan_kb(card.embedding_dim)
+                ),
                 optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold_kb),
                 quantization_config=quantization,
                 sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
