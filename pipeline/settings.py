@@ -112,14 +112,6 @@ class IndexTuning:
     exact_below: int = 15_000  # products per segment under which no HNSW is built: brute force is as fast, and exact
     oversampling: float = 4.0  # int8: candidates rescored with the float32 vectors, as a multiple of k (2: 0.98 cap)
 
-    rescore_max: int = 256  # int8: at most this many candidates (or ``limit``) rescored from the float32 originals
-
-    def oversampling_for(self, limit: int) -> float:
-        """Oversampling for a search of ``limit`` results: ``oversampling`` for a page of results, less for the long
-        candidate lists of the text-query fusion (each rescored candidate is a read of its float32 original from disk;
-        1,000,000 products: 4 x 1,024 reads per list made text queries 64 ms and slowed the queries beside them)."""
-        return max(1.0, min(self.oversampling, self.rescore_max / max(1, limit)))
-
     def ef_for(self, points: int) -> int:
         """HNSW search breadth for a collection of ``points`` products (``QDRANT_HNSW_EF`` fixes it)."""
         if self.hnsw_ef:

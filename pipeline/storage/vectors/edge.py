@@ -237,11 +237,12 @@ class EdgeVectorStore(VectorStore):
             # segments smaller than this stay unindexed: brute force over them is as fast as HNSW, and exact
             optimizers=q.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
             sparse_vectors={LEXICAL: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
-            # No write-ahead log: Edge never truncates it, so it held every vector ever written a second time (4.9
-            # GB after 1,000,000 products) and opening the shard read all of it (CRC of every entry). Changes are
-            # flushed instead: every FLUSH_EVERY_S during a change and when it ends, before its catalogue version is
-            # announced. A crash keeps the shard as of the last flush (kill -9 tested); the next ingest re-embeds
-            # what it finds missing, and the interrupted change's version is skipped (``writing``).
+            # No write-ahead log: it held every vector a second time until the next optimisation (4.9 GB after
+            # upserting 1,000,000 products), opening reads all of it (a CRC of every entry), and writing it cost a
+            # third of the upsert speed. Changes are flushed instead: every FLUSH_EVERY_S during a change and when
+            # it ends, before its catalogue version is announced. A crash keeps the shard as of the last flush (kill
+            # -9 tested); the next ingest re-embeds what it finds missing, and the interrupted change's version is
+            # skipped (``writing``).
             wal_enabled=False,
         )
         self.root.mkdir(parents=True, exist_ok=True)
@@ -339,22 +340,20 @@ class EdgeVectorStore(VectorStore):
             return self.shard.count(_edge().CountRequest(exact=True))
 
     # -- search -------------------------------------------------------------------------------------------------------
-    def _params(self, exact: bool, limit: int):
+    def _params(self, exact: bool):
         q = _edge()
         quantization = None
         if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
-            quantization = q.QuantizationSearchParams(
-                ignore=exact, rescore=True, oversampling=self.tuning.oversampling_for(limit)
-            )
+            quantization = q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=self.tuning.oversampling)
         return q.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 
     def _batch(self, requests, filters: Filters, exact: bool, with_payload: bool) -> list:
-        """One query request per (vector, vector name, limit), all with the same filter."""
+        """One query request per (vector, vector name, limit), all with the same filter and search parameters."""
         q = _edge()
-        flt = edge_filter(filters)
+        flt, params = edge_filter(filters), self._params(exact)
         return [
             q.QueryRequest(limit=int(limit), query=q.Query.Nearest(vector.tolist(), using=using), filter=flt,
-                           params=self._params(exact, int(limit)), with_payload=with_payload)
+                           params=params, with_payload=with_payload)
             for vector, using, limit in requests
         ]  # fmt: skip
 
