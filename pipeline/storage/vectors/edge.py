@@ -2,8 +2,9 @@
 collection under ``DATA_DIR/vectors/<collection>/``.
 
 Edge has no collection metadata, so the collection's identity, model and catalogue version live in
-``collection.json`` beside the shard, written atomically. Only one process may open a shard (Edge locks its
-write-ahead log); the sentence for that case names the alternatives.
+``collection.json`` beside the shard, written atomically. Only one process may open a shard (this store holds a
+``flock`` on the folder: shards are made without Edge's write-ahead log, which was Edge's own lock); the sentence for
+that case names the alternatives.
 
 Edge's calls hold the GIL, and ``optimize()`` (the HNSW build) takes tens of seconds on a large catalogue, during which
 no other thread of the process runs. A serving app therefore optimises a copy of the shard in a child process and swaps
@@ -48,8 +49,6 @@ from .types import (
 
 log = logging.getLogger("pipeline.storage.vectors")
 INFO_FILE = "collection.json"
-
-
 SHARD = "shard"
 LOCK_FILE = "lock"
 FLUSH_EVERY_S = 1.0  # during a change, what was written is flushed at least this often (see _create; 18 ms a flush)
