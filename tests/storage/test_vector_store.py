@@ -7,6 +7,7 @@ text-query fusion must behave the same in both stores.
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -263,8 +264,10 @@ def test_edge_kill_9_during_a_change_keeps_the_last_flush_and_the_next_ingest_co
     code = textwrap.dedent(
         f"""
         import os, signal, pickle
+        from pipeline.storage.vectors import edge
         from pipeline.storage.vectors.edge import EdgeVectorStore
         from pipeline.storage.vectors import IndexTuning
+        edge.FLUSH_EVERY_S = 3600  # only the explicit flush below, however slow the machine
         products = pickle.load(open({str(tmp_path / "products.pkl")!r}, "rb"))
         store = EdgeVectorStore({str(root)!r}, IndexTuning())
         with store.changing():
@@ -276,8 +279,6 @@ def test_edge_kill_9_during_a_change_keeps_the_last_flush_and_the_next_ingest_co
             os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    import pickle
-
     (tmp_path / "products.pkl").write_bytes(pickle.dumps(catalogue[2]))
     before = EdgeVectorStore(root, IndexTuning())
     version = before.version()
