@@ -44,7 +44,7 @@ def test_app_settings_use_the_same_parsers():
         with pytest.raises(SettingsError, match=next(iter(env))):
             AppConfig.from_env(env)
     assert Settings.from_env({"TRITON_VENV": "~/tv"}).triton_venv.name == "tv"
-    assert Settings.from_env({}).index_tuning.storage == "int8"
+    assert Settings.from_env({}).index_tuning.storage == "turbo8"
 
 
 COMMANDS = [

@@ -77,6 +77,7 @@ STORAGE_WORDS = {
     "ram": "in RAM (float32)",
     "disk": "on disk (float32, memory-mapped)",
     "int8": "as int8 in RAM, float32 on disk",
+    "turbo8": "as TurboQuant 8-bit in RAM, float32 on disk",
 }
 
 

@@ -7,6 +7,7 @@ text-query fusion must behave the same in both stores.
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -399,5 +400,51 @@ def test_local_mode_data_folder_is_migrated_without_re_embedding(settings, catal
     again = open_vector_store(settings)  # migrated once: the old folder is marked, not read again
     try:
         assert again.info().collection_id == info.collection_id
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("storage", ["int8", "turbo8"])
+def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storage):
+    """Compact copies in RAM and an HNSW graph: the served top 10 keeps the brute-force top 10 (filtered too, where
+    Qdrant scans the compact copies), ``exact`` is brute force over the float32 originals, and a reopened shard
+    answers the same."""
+    rng = np.random.default_rng(11)
+    n, dim = 3000, 64
+    centres = unit(rng, 60, dim)
+    images = centres[rng.integers(0, 60, n)] + 0.3 * unit(rng, n, dim)
+    images = (images / np.linalg.norm(images, axis=1, keepdims=True)).astype(np.float32)
+    cats = np.array([CATEGORIES[i % 4] for i in range(n)])
+    tuning = replace(IndexTuning(), storage=storage, exact_below=1000)
+    root = tmp_path / "v" / "products"
+    store = EdgeVectorStore(root, tuning)
+    try:
+        store.ensure(card(dim))
+        with store.changing():
+            store.upsert([IndexedProduct(f"p{i}", images[i], images[i], {"category": cats[i]}) for i in range(n)])
+        store.optimize()
+        assert store.stats()["hnsw"] and not store.searches_exactly()
+        kind = "turbo" if storage == "turbo8" else "scalar"
+        built = [
+            json.loads(f.read_text()) for f in root.glob("shard/segments/*/vector_storage-*/quantized.config.json")
+        ]
+        full = [b for b in built if b["vector_parameters"].get("count") == n]
+        assert len(full) == 2 and {kind} == {next(iter(b["quantization_config"])) for b in full}
+        queries = unit(rng, 30, dim)
+        shoes = Filters(categories=("Shoes",))
+
+        def answers(s) -> list[list[str]]:
+            return [[h.product_id for h in s.search(q, "image", 10, f)] for q in queries for f in (None, shoes)]
+
+        truth = [brute(images @ q, cats == "Shoes" if f else np.ones(n, bool), 10) for q in queries for f in (0, 1)]
+        served = answers(store)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(served, truth, strict=True)])
+        assert recall >= 0.95, recall
+        assert [[h.product_id for h in store.search(q, "image", 10, exact=True)] for q in queries] == truth[::2]
+    finally:
+        store.close()
+    again = EdgeVectorStore(root, tuning)
+    try:
+        assert answers(again) == served
     finally:
         again.close()

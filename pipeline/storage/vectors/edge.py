@@ -217,9 +217,13 @@ class EdgeVectorStore(VectorStore):
         dim = card.embedding_dim
         # Qdrant counts this threshold in KB of one vector name's float32 vectors.
         threshold_kb = max(1, int(t.exact_below * dim * 4 / 1024))
+        compact = q.Memory.Cold if t.compact_memory == "cold" else q.Memory.Pinned
         if t.storage == "int8":
             memory = q.Memory.Cold
-            quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=0.99, memory=q.Memory.Pinned)
+            quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=0.99, memory=compact)
+        elif t.storage == "turbo8":
+            memory = q.Memory.Cold
+            quantization = q.TurboQuantQuantizationConfig(bits=q.TurboQuantBitSize.Bits8, memory=compact)
         else:
             memory = q.Memory.Cold if t.storage == "disk" else q.Memory.Cached
             quantization = None
@@ -342,8 +346,10 @@ class EdgeVectorStore(VectorStore):
     def _params(self, exact: bool):
         q = _edge()
         quantization = None
-        if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
-            quantization = q.QuantizationSearchParams(ignore=exact, rescore=True, oversampling=self.tuning.oversampling)
+        if self.tuning.quantized:  # exact search compares the float32 originals, not the compact copies
+            quantization = q.QuantizationSearchParams(
+                ignore=exact, rescore=True, oversampling=self.tuning.rescore_oversampling()
+            )
         return q.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 
     def _batch(self, requests, filters: Filters, exact: bool, with_payload: bool) -> list:

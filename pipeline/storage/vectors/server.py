@@ -99,6 +99,10 @@ class ServerVectorStore(VectorStore):
             quantization = models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
             )
+        elif t.storage == "turbo8":
+            quantization = models.TurboQuantization(
+                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS8, always_ram=True)
+            )
         with self._call("creating the collection"):
             self.client.create_collection(
                 self.collection,
@@ -203,9 +207,9 @@ class ServerVectorStore(VectorStore):
         from qdrant_client import models
 
         quantization = None
-        if self.tuning.storage == "int8":  # exact search compares the float32 originals, not the int8 copies
+        if self.tuning.quantized:  # exact search compares the float32 originals, not the compact copies
             quantization = models.QuantizationSearchParams(
-                ignore=exact, rescore=True, oversampling=self.tuning.oversampling
+                ignore=exact, rescore=True, oversampling=self.tuning.rescore_oversampling()
             )
         return models.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 
