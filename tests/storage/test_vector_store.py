@@ -448,3 +448,10 @@ def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storag
         assert answers(again) == served
     finally:
         again.close()
+    other = "int8" if storage == "turbo8" else "turbo8"
+    later = EdgeVectorStore(root, replace(IndexTuning(), storage=other, exact_below=1000))
+    try:  # VECTOR_STORAGE changed since the build: the shard is searched as it was built
+        assert later.tuning.storage == storage and later.tuning.rescore_oversampling() == tuning.rescore_oversampling()
+        assert answers(later) == served
+    finally:
+        later.close()

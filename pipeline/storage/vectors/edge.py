@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import IO
@@ -130,6 +131,7 @@ class EdgeVectorStore(VectorStore):
         if self.shard_dir.is_dir():
             self._shard = self._load(self.shard_dir)
             self._add_lexical_vector()
+            self._follow_built_storage()
             info = self._read_info()
             if info.writing:  # a change was cut short (crash, kill): its answers must not be served as current
                 log.warning("The last change of %s did not finish; the catalogue version is bumped.", self.root)
@@ -179,6 +181,18 @@ class EdgeVectorStore(VectorStore):
             q = _edge()
             with self._lock:
                 self._shard.update(q.UpdateOperation.create_sparse_vector(LEXICAL, modifier=q.Modifier.Idf))
+
+    def _follow_built_storage(self) -> None:
+        """A shard keeps the quantizer it was built with, whatever VECTOR_STORAGE says now: search it as built (an
+        int8 shard rescored at turbo8's oversampling would lose recall)."""
+        try:
+            vectors = json.loads((self.shard_dir / "edge_config.json").read_text()).get("vectors") or {}
+        except (OSError, ValueError):
+            return
+        kinds = {next(iter(v.get("quantization_config") or {"none": 0})) for v in vectors.values()}
+        built = {"scalar": "int8", "turbo": "turbo8"}.get(kinds.pop()) if len(kinds) == 1 else None
+        if built and built != self.tuning.storage:
+            self.tuning = replace(self.tuning, storage=built)
 
     @property
     def shard(self):
