@@ -453,5 +453,7 @@ def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storag
     try:  # VECTOR_STORAGE changed since the build: the shard is searched as it was built
         assert later.tuning.storage == storage and later.tuning.rescore_oversampling() == tuning.rescore_oversampling()
         assert answers(later) == served
+        later.ensure(card(dim), reset=True)  # a new collection is built as VECTOR_STORAGE says now
+        assert later.tuning.storage == other
     finally:
         later.close()

@@ -110,6 +110,7 @@ class EdgeVectorStore(VectorStore):
 
     def __init__(self, root: Path, tuning: IndexTuning, optimize_in_child: bool = False) -> None:
         super().__init__(tuning)
+        self._configured = tuning  # what a new collection is built with (self.tuning follows the open shard)
         self.root = Path(root)
         self.shard_dir = self.root / SHARD
         self.info_file = self.root / INFO_FILE
@@ -130,8 +131,9 @@ class EdgeVectorStore(VectorStore):
         self._recover_swap()
         if self.shard_dir.is_dir():
             self._shard = self._load(self.shard_dir)
-            self._add_lexical_vector()
-            self._follow_built_storage()
+            config = self._built_config()
+            self._add_lexical_vector(config)
+            self._follow_built_storage(config)
             info = self._read_info()
             if info.writing:  # a change was cut short (crash, kill): its answers must not be served as current
                 log.warning("The last change of %s did not finish; the catalogue version is bumped.", self.root)
@@ -171,28 +173,30 @@ class EdgeVectorStore(VectorStore):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
 
-    def _add_lexical_vector(self) -> None:
-        """Shards made before the lexical vector existed get it (their products gain one when next ingested)."""
+    def _built_config(self) -> dict:
+        """The shard's own ``edge_config.json`` (what it was built with), or {} where it cannot be read."""
         try:
-            config = json.loads((self.shard_dir / "edge_config.json").read_text())
+            return json.loads((self.shard_dir / "edge_config.json").read_text())
         except (OSError, ValueError):
-            return
-        if LEXICAL not in (config.get("sparse_vectors") or {}):
+            return {}
+
+    def _add_lexical_vector(self, config: dict) -> None:
+        """Shards made before the lexical vector existed get it (their products gain one when next ingested)."""
+        if config and LEXICAL not in (config.get("sparse_vectors") or {}):
             q = _edge()
             with self._lock:
                 self._shard.update(q.UpdateOperation.create_sparse_vector(LEXICAL, modifier=q.Modifier.Idf))
 
-    def _follow_built_storage(self) -> None:
-        """A shard keeps the quantizer it was built with, whatever VECTOR_STORAGE says now: search it as built (an
-        int8 shard rescored at turbo8's oversampling would lose recall)."""
-        try:
-            vectors = json.loads((self.shard_dir / "edge_config.json").read_text()).get("vectors") or {}
-        except (OSError, ValueError):
-            return
-        kinds = {next(iter(v.get("quantization_config") or {"none": 0})) for v in vectors.values()}
-        built = {"scalar": "int8", "turbo": "turbo8"}.get(kinds.pop()) if len(kinds) == 1 else None
-        if built and built != self.tuning.storage:
-            self.tuning = replace(self.tuning, storage=built)
+    def _follow_built_storage(self, config: dict) -> None:
+        """A shard keeps the storage it was built with, whatever VECTOR_STORAGE says now: search it (and report it) as
+        built; an int8 shard rescored at turbo8's oversampling would lose recall."""
+        kinds = set()
+        for v in (config.get("vectors") or {}).values():
+            quantizer = next(iter(v.get("quantization_config") or {}), None)
+            kinds.add({"scalar": "int8", "turbo": "turbo8", None: "disk" if v.get("memory") == "cold" else "ram"}
+                      .get(quantizer))  # fmt: skip
+        if len(kinds) == 1 and None not in kinds and kinds != {self.tuning.storage}:
+            self.tuning = replace(self.tuning, storage=kinds.pop())
 
     @property
     def shard(self):
@@ -232,15 +236,12 @@ class EdgeVectorStore(VectorStore):
         # Qdrant counts this threshold in KB of one vector name's float32 vectors.
         threshold_kb = max(1, int(t.exact_below * dim * 4 / 1024))
         compact = q.Memory.Cold if t.compact_memory == "cold" else q.Memory.Pinned
+        memory = q.Memory.Cached if t.storage == "ram" else q.Memory.Cold  # quantized: the originals on disk
+        quantization = None
         if t.storage == "int8":
-            memory = q.Memory.Cold
             quantization = q.ScalarQuantizationConfig(type=q.ScalarType.Int8, quantile=0.99, memory=compact)
         elif t.storage == "turbo8":
-            memory = q.Memory.Cold
             quantization = q.TurboQuantQuantizationConfig(bits=q.TurboQuantBitSize.Bits8, memory=compact)
-        else:
-            memory = q.Memory.Cold if t.storage == "disk" else q.Memory.Cached
-            quantization = None
         config = q.EdgeConfig(
             vectors={
                 name: q.EdgeVectorParams(
@@ -285,6 +286,7 @@ class EdgeVectorStore(VectorStore):
             shutil.rmtree(self.shard_dir, ignore_errors=True)
             self.info_file.unlink(missing_ok=True)
             self._info = None
+            self.tuning = self._configured
 
     # -- points -------------------------------------------------------------------------------------------------------
     def _upsert(self, products: list[IndexedProduct]) -> None:
