@@ -35,6 +35,7 @@ import numpy as np
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
 from .lexical import document_vector
+from .page_cache import files_read_on_open, read_in_background, warm_list
 from .store import IndexTuning, VectorStore, full_scan_kb
 from .types import (
     FLOAT_FIELDS,
@@ -119,6 +120,7 @@ class EdgeVectorStore(VectorStore):
         self._lock = threading.RLock()  # guards the shard object (closed and swapped under it)
         self._shard = None
         self._info: CollectionInfo | None = None
+        self._readers: list[subprocess.Popen] = []  # children reading the shard's files ahead (page_cache)
         self._flushed_at = time.monotonic()
         self._hold = self._take_folder()
         try:
@@ -156,13 +158,33 @@ class EdgeVectorStore(VectorStore):
         return handle
 
     def _load(self, path: Path):
+        """Open a shard while a child reads its files into the page cache ahead of the engine (see page_cache: the
+        engine's own page faults read them at a fraction of the disk's speed), then have what its queries would read
+        from disk read ahead as well."""
+        self._stop_reading()
+        self._read_ahead(files_read_on_open(path))
         try:
-            return _edge().EdgeShard.load(str(path))
+            shard = _edge().EdgeShard.load(str(path))
         except Exception as err:  # Edge raises a plain Exception with the engine's message
+            self._stop_reading()
             text = str(err)
             if "WouldBlock" in text or "Resource temporarily unavailable" in text:
                 raise BackendUnavailable(IN_USE.format(path=self.root)) from None
             raise BackendUnavailable(f"The vector index in {self.root} cannot be opened: {text}") from err
+        self._read_ahead(warm_list(path), steady=True)  # queries run meanwhile
+        return shard
+
+    def _read_ahead(self, paths: list[Path], steady: bool = False) -> None:
+        reader = read_in_background(paths, steady)
+        if reader is not None:
+            self._readers.append(reader)
+
+    def _stop_reading(self) -> None:
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            if reader.poll() is None:
+                reader.terminate()
+            reader.wait()
 
     def _recover_swap(self) -> None:
         """Finish or undo an optimisation swap that a crash interrupted (see ``_optimize_in_child``)."""
@@ -283,6 +305,7 @@ class EdgeVectorStore(VectorStore):
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None
+            self._stop_reading()
             shutil.rmtree(self.shard_dir, ignore_errors=True)
             self.info_file.unlink(missing_ok=True)
             self._info = None
@@ -497,6 +520,15 @@ class EdgeVectorStore(VectorStore):
         shutil.rmtree(old, ignore_errors=True)
         return json.loads(done.stdout or "{}").get("optimized", True)
 
+    def warmed(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s for the read-ahead of the last open (page_cache) to end; True once it has."""
+        try:
+            for reader in list(self._readers):
+                reader.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stats(self) -> dict:
         out = {
             "engine": f"Qdrant Edge {edge_version()}",
@@ -527,4 +559,5 @@ class EdgeVectorStore(VectorStore):
                     self._shard.flush()
                 self._shard.close()
                 self._shard = None
+            self._stop_reading()
             self._hold.close()

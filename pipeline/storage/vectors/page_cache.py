@@ -1,0 +1,173 @@
+"""Reading a Qdrant Edge shard's files into the page cache ahead of the engine, from a child process.
+
+Why: Qdrant reads what it keeps in RAM (compact vector copies, HNSW links, id tracker, payload indexes) through
+memory maps, page fault by page fault, and drops a shard's files from the page cache when it closes the shard
+(``fadvise(DONTNEED)``), so every open read 1.3 GB from disk at 1,000,000 products this way: 5-8 s, against ~1.3 s
+for the same bytes asked of the kernel in order. A child asks for them (``POSIX_FADV_WILLNEED``, 128 KiB at a time:
+the kernel caps one request at the device's readahead, 128 KiB by default) while the engine opens the shard; a thread
+could not, because the engine's calls hold the GIL. Once the shard is open, and where they fit in the memory the
+system has free, another child reads what queries would otherwise read from disk at random: compact copies kept on
+disk, the payloads, then the float32 originals that rescoring reads (not during the open: it would compete with the
+open's reads). A page cache that cannot hold them would be thrashed, hence the check.
+
+The file names are Qdrant's segment layout (qdrant-edge-py is pinned); a name that stops matching costs speed only,
+never correctness, and tests/storage/test_vector_store.py checks them against a shard built by the pinned engine.
+This file runs as the child (``python -I -S page_cache.py FILE...``): it imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+QUANTIZED = "quantized.data"
+ORIGINALS = ("matrix.dat", "vectors/chunk_*")
+STEP = 128 * 1024  # bytes per request; the kernel reads at most the device's readahead (128 KiB default) per call
+STEADY_READ = 4 * 2**20  # bytes asked for at a time when reading steadily (see read_ahead)
+FREE_SHARE = 0.5  # files are warmed after the open only when they take at most this share of MemAvailable
+IN_PROCESS_BELOW = 64 * 2**20  # smaller shards are read ahead here, without starting a child (~20 ms)
+
+
+def _built(shard_dir: Path) -> dict:
+    try:
+        return json.loads((shard_dir / "edge_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _segments(shard_dir: Path) -> list[Path]:
+    folder = shard_dir / "segments"
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _files(folder: Path, *patterns: str) -> list[Path]:
+    return [p for pattern in patterns for p in sorted(folder.glob(pattern)) if p.is_file()]
+
+
+def _vectors(shard_dir: Path) -> list[tuple[str, bool, bool | None]]:
+    """(name, originals on disk, compact copy on disk or None without one) per dense vector, sorted by name."""
+    out = []
+    for name, params in sorted((_built(shard_dir).get("vectors") or {}).items()):
+        quantizer = next(iter((params.get("quantization_config") or {}).values()), None)
+        out.append(
+            (name, params.get("memory") == "cold", None if quantizer is None else quantizer.get("memory") == "cold")
+        )
+    return out
+
+
+def files_read_on_open(shard_dir: Path) -> list[Path]:
+    """The files the engine reads whole when it opens the shard as it was built (``edge_config.json``), in the order
+    it reads them, so that the child stays ahead of the engine."""
+    out: list[Path] = []
+    for segment in _segments(shard_dir):
+        out += _files(segment, "payload_index/**/*", "id_tracker.*")
+        for name, originals_on_disk, compact_on_disk in _vectors(shard_dir):
+            storage = segment / f"vector_storage-{name}"
+            if compact_on_disk is False:
+                out += _files(storage, QUANTIZED)
+            if not originals_on_disk:
+                out += _files(storage, *ORIGINALS)
+            out += _files(segment / f"vector_index-{name}", "*")
+        out += _files(segment, "vector_index-*/*")  # the sparse (lexical) index, read into RAM as well
+    return list(dict.fromkeys(out))
+
+
+def read_from_disk(shard_dir: Path) -> list[Path]:
+    """What queries read through memory maps, page by page: compact copies kept on disk (``compact_memory`` cold),
+    the payloads (every answer's), then the float32 originals left on disk (read when rescoring)."""
+    compact, payloads, originals = [], [], []
+    for segment in _segments(shard_dir):
+        payloads += _files(segment, "payload_storage/*")
+        for name, originals_on_disk, compact_on_disk in _vectors(shard_dir):
+            storage = segment / f"vector_storage-{name}"
+            if compact_on_disk:
+                compact += _files(storage, QUANTIZED)
+            if originals_on_disk:
+                originals += _files(storage, *ORIGINALS)
+    return compact + payloads + originals
+
+
+def read_ahead(paths: list[str] | list[Path], steady: bool = False) -> int:
+    """Have the kernel read ``paths`` into the page cache, in order; returns the bytes asked for. All at once (the
+    fastest, for an open that waits for them), or ``steady``: STEADY_READ at a time, each window waited for (its last
+    page read), so that a query's own reads queue behind a few MiB rather than behind gigabytes (asked for all at
+    once, the originals held the first query after an open for 3-6 s). Never raises: a file that went away (an
+    optimisation swapped the shard) or a system without ``posix_fadvise`` only loses the speed-up."""
+    if not hasattr(os, "posix_fadvise"):
+        return 0
+    asked = 0
+    window = STEADY_READ if steady else None
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            size = os.fstat(fd).st_size
+            for first in range(0, size, window or max(size, 1)):
+                end = min(size, first + (window or size))
+                for offset in range(first, end, STEP):
+                    os.posix_fadvise(fd, offset, STEP, os.POSIX_FADV_WILLNEED)
+                if window:
+                    os.pread(fd, 1, end - 1)
+            asked += size
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return asked
+
+
+def mem_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(paths: list[Path]) -> int:
+    total = 0
+    for p in paths:
+        with contextlib.suppress(OSError):
+            total += p.stat().st_size
+    return total
+
+
+def fits(paths: list[Path], available: int | None) -> bool:
+    """Whether ``paths`` take at most FREE_SHARE of ``available`` bytes (unknown: no)."""
+    return available is not None and _size(paths) <= available * FREE_SHARE
+
+
+def read_in_background(paths: list[Path], steady: bool = False) -> subprocess.Popen | None:
+    """``read_ahead(paths, steady)`` from a child (returned: its end is the end of the reading) when they are large,
+    here when they are small (a child costs ~20 ms to start)."""
+    if not paths:
+        return None
+    if _size(paths) < IN_PROCESS_BELOW:
+        read_ahead(paths, steady)
+        return None
+    try:
+        command = [sys.executable, "-I", "-S", __file__, *(["--steady"] if steady else []), *map(str, paths)]
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no process to spare: the engine reads the files itself, only slower
+        return None
+
+
+def warm_list(shard_dir: Path) -> list[Path]:
+    """What queries would read from disk, where it fits in free memory (else nothing: it would be thrashed)."""
+    later = read_from_disk(shard_dir)
+    return later if fits(later, mem_available()) else []
+
+
+if __name__ == "__main__":
+    steadily = sys.argv[1:2] == ["--steady"]
+    if steadily:
+        os.nice(10)  # the app's queries first
+    read_ahead(sys.argv[1 + steadily :], steady=steadily)
