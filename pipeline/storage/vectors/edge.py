@@ -10,6 +10,9 @@ Edge's calls hold the GIL, and ``optimize()`` (the HNSW build) takes tens of sec
 no other thread of the process runs. A serving app therefore optimises a copy of the shard in a child process and swaps
 it in when it is done (queries wait only for the swap, well under a second); writes wait for the whole optimisation.
 A command-line ingest optimises in place.
+
+Opening a shard, a child process reads its files into the page cache ahead of the engine, and once it is open
+another reads what the queries would read from disk (page_cache.py says why and what).
 """
 
 from __future__ import annotations
