@@ -29,17 +29,19 @@ Each (engine, size, dim) runs in a child process of its own (``--one``, hidden),
 The serving passes of a row (search, filtered, text) run first and its RSS is read after them; the exact references run
 after, since they read every float32 original. Within each group the passes are interleaved query by query in a rotating
 order, so that no pass is always the one on a warm cache. RSS (VmRSS) is read after the reopen and after the serving
-queries (``rss_mib``); the peak during the queries is VmHWM after resetting it (``/proc/self/clear_refs``) at the start
-of the queries. Freed build memory is handed back to the system (``malloc_trim``) before the reopen, so the reopened
-store is not charged for the build, and the build's writes are synced to the disk first (``os.sync``, untimed): a
-serving app opens a shard at rest, while the kernel writing back the gigabytes an optimisation just wrote would slow
-every read of the reopen and the queries (at 1,000,000 products the queries read the float32 originals from disk when
-rescoring). That reopen is an app restart: it finds in the page cache what the build left (little: Qdrant drops a
-shard's files from the page cache when closing it). The store then reads ahead, in the background, what the queries
-would read from disk (the float32 originals, where they fit in free memory); the queries start at once, as an app's
-would, and ``warmed_s`` says when that reading ended, counted from the end of the reopen. ``--cold-reopen`` (root
-only) also times an open from an empty page cache, as after a reboot, at the very end of the row. Disk = allocated
-blocks (Edge pre-allocates sparse files: their apparent size is reported separately).
+queries (``rss_mib``; ``rss_anon_mib`` / ``rss_file_mib`` split it into the process's own memory and the mapped file
+pages of the shard, which the kernel can take back); the peak during the queries is VmHWM after resetting it
+(``/proc/self/clear_refs``) at the start of the queries. Freed build memory is handed back to the system
+(``malloc_trim``) before the reopen, so the reopened store is not charged for the build, and the build's writes are
+synced to the disk first (``os.sync``, untimed): a serving app opens a shard at rest, while the kernel writing back the
+gigabytes an optimisation just wrote would slow every read of the reopen and the queries (at 1,000,000 products the
+queries read the float32 originals from disk when rescoring). That reopen is an app restart: it finds in the page cache
+what the build left (little: Qdrant drops a shard's files from the page cache when closing it). The store then reads
+ahead, in the background, what the queries would read from disk (the float32 originals, where they fit in free memory);
+the queries start at once, as an app's would, and ``warmed_s`` says when that reading ended, counted from the end of the
+reopen (``--no-warm``: not read ahead, as with ``VECTOR_WARM=0``). ``--cold-reopen`` (root only) also times an open from
+an empty page cache, as after a reboot, at the very end of the row. Disk = allocated blocks (Edge pre-allocates sparse
+files: their apparent size is reported separately).
 
 Run: ``.venv/bin/python -m bench.vector_scale --sizes 10000,100000,1000000 [--dims 512,1664] [--json OUT]
 [--smoke] [--cold-reopen]``. 1M products take long (the HNSW build of 1M x 2 vectors on 2 cores: 10-40 min at 512-d);
@@ -111,6 +113,8 @@ ROW_KEYS = [
     "rss_after_reopen_mib",
     "rss_peak_queries_mib",
     "rss_mib",
+    "rss_anon_mib",
+    "rss_file_mib",
     "mapped_resident_mib",
     "rss_after_exact_mib",
     "disk_mib",
@@ -148,6 +152,7 @@ TABLE = [  # (header, key) of the printed table
     ("RSS reopen MiB", "rss_after_reopen_mib"),
     ("RSS peak q MiB", "rss_peak_queries_mib"),
     ("RSS MiB", "rss_mib"),
+    ("of it anon MiB", "rss_anon_mib"),
     ("disk MiB", "disk_mib"),
     ("p50 ms", "query_ms_p50"),
     ("p95 ms", "query_ms_p95"),
@@ -516,6 +521,7 @@ class Child:
         )
         serving_peak = vm_mib("VmHWM") if self.peak_reset else None
         serving_rss = vm_mib("VmRSS")
+        self.row.update(rss_anon_mib=vm_mib("RssAnon"), rss_file_mib=vm_mib("RssFile"))  # what VmRSS is made of
         refs = self.timed_passes(
             {
                 "exact": image(exact=True),
@@ -795,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", choices=VECTOR_STORAGES, help="Edge: override IndexTuning.storage")
     p.add_argument("--oversampling", type=float, help="Edge: override IndexTuning.oversampling")
     p.add_argument("--compact-memory", choices=["pinned", "cold"], help="Edge: override IndexTuning.compact_memory")
+    p.add_argument("--no-warm", action="store_true", help="Edge: IndexTuning.warm_after_open off (VECTOR_WARM=0)")
     p.add_argument("--hnsw-ef", type=int, help="Edge: override IndexTuning.hnsw_ef")
     p.add_argument("--m", type=int, help="Edge: override IndexTuning.hnsw_m")
     p.add_argument("--ef-construct", type=int, help="Edge: override IndexTuning.hnsw_ef_construct")
@@ -834,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             "exact_below": args.exact_below,
             "oversampling": args.oversampling,
             "compact_memory": args.compact_memory,
+            "warm_after_open": False if args.no_warm else None,
         }.items()
         if value is not None
     }

@@ -26,6 +26,7 @@ BAD = {
     "QDRANT_COLLECTION": "../escape",
     "QDRANT_HNSW_EF": "-3",
     "VECTOR_STORAGE": "tape",
+    "VECTOR_WARM": "perhaps",
     "MATCH_THRESHOLD": "high",
     "SIMILAR_THRESHOLD": "inf",
 }
@@ -45,6 +46,8 @@ def test_app_settings_use_the_same_parsers():
             AppConfig.from_env(env)
     assert Settings.from_env({"TRITON_VENV": "~/tv"}).triton_venv.name == "tv"
     assert Settings.from_env({}).index_tuning.storage == "turbo8"
+    assert Settings.from_env({}).index_tuning.warm_after_open
+    assert not Settings.from_env({"VECTOR_WARM": "0"}).index_tuning.warm_after_open
 
 
 COMMANDS = [

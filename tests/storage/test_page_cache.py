@@ -82,3 +82,31 @@ def test_large_files_are_read_by_a_child_and_small_ones_here(tmp_path, monkeypat
     assert child is not None and child.wait(timeout=60) == 0  # the module runs as the child, standard library only
     assert child.args[4:] == [str(p) for p in files]
     assert page_cache.read_in_background([]) is None
+
+
+def test_an_opened_shard_is_read_ahead_and_warmed_unless_told_not_to(tmp_path, monkeypatch):
+    """A real Edge shard: the open's files read by one child, what queries read by another (VECTOR_WARM=0: none)."""
+    import numpy as np
+
+    from pipeline.model_repo import ModelCard
+    from pipeline.storage.vectors import IndexedProduct, IndexTuning
+    from pipeline.storage.vectors.edge import EdgeVectorStore
+
+    root = tmp_path / "v"
+    store = EdgeVectorStore(root, IndexTuning())
+    try:
+        store.ensure(ModelCard("m", "clip", "s", "-", "fp32", 8, 77, 224, {"s": "0"}))
+        vectors = np.eye(8, dtype=np.float32)
+        with store.changing():
+            store.upsert([IndexedProduct(f"p{i}", vectors[i], vectors[i], {"category": "Shoes"}) for i in range(8)])
+    finally:
+        store.close()
+    monkeypatch.setattr(page_cache, "IN_PROCESS_BELOW", 0)  # children even for a tiny shard
+    for warm, children in ((True, 2), (False, 1)):
+        again = EdgeVectorStore(root, IndexTuning(warm_after_open=warm))
+        try:
+            assert len(again._readers) == children and again.warmed(timeout=60)
+            assert [r.returncode for r in again._readers] == [0] * children
+            assert [h.product_id for h in again.search(vectors[3], "image", 1)] == ["p3"]
+        finally:
+            again.close()

@@ -174,7 +174,8 @@ class EdgeVectorStore(VectorStore):
             if "WouldBlock" in text or "Resource temporarily unavailable" in text:
                 raise BackendUnavailable(IN_USE.format(path=self.root)) from None
             raise BackendUnavailable(f"The vector index in {self.root} cannot be opened: {text}") from err
-        self._read_ahead(warm_list(path), steady=True)  # queries run meanwhile
+        if self.tuning.warm_after_open:
+            self._read_ahead(warm_list(path), steady=True)  # queries run meanwhile
         return shard
 
     def _read_ahead(self, paths: list[Path], steady: bool = False) -> None:
