@@ -48,12 +48,11 @@ def test_what_is_read_on_opening_follows_the_built_config(tmp_path):
     in_ram = shard(tmp_path / "b", memory="cached", compact="cold")
     opened = names(page_cache.files_read_on_open(in_ram))  # the originals held in RAM: read whole on opening
     assert "vector_storage-image/matrix.dat" in opened and "vector_storage-image/quantized.data" not in opened
-    later = names(page_cache.read_from_disk(in_ram))  # the compact copies mapped: warmed after the open
-    assert later == {
-        "vector_storage-image/quantized.data",
-        "vector_storage-text/quantized.data",
-        "payload_storage/page_0.dat",
-    }
+    hot = [f"{p.parent.name}/{p.name}" for p in page_cache.compact_on_disk(in_ram)]  # mapped: read after the open
+    assert hot == ["vector_storage-image/quantized.data", "vector_storage-text/quantized.data"]
+    assert names(page_cache.hot_list(in_ram)) == set(hot)  # a few KB: they fit
+    assert names(page_cache.read_from_disk(in_ram)) == {"payload_storage/page_0.dat"}
+    assert page_cache.compact_on_disk(pinned) == page_cache.hot_list(pinned) == []
 
 
 def test_read_ahead_asks_for_every_byte_and_skips_what_went_away(tmp_path):
@@ -81,7 +80,11 @@ def test_large_files_are_read_by_a_child_and_small_ones_here(tmp_path, monkeypat
     child = page_cache.read_in_background(files)
     assert child is not None and child.wait(timeout=60) == 0  # the module runs as the child, standard library only
     assert child.args[4:] == [str(p) for p in files]
-    assert page_cache.read_in_background([]) is None
+    later = page_cache.read_from_disk(shard(tmp_path / "b"))
+    both = page_cache.read_in_background(files, later)  # the second list steadily, after the first
+    assert both is not None and both.wait(timeout=60) == 0
+    assert both.args[4:] == [*map(str, files), "--steady", *map(str, later)]
+    assert page_cache.read_in_background([]) is None and page_cache.read_in_background([], []) is None
 
 
 def test_an_opened_shard_is_read_ahead_and_warmed_unless_told_not_to(tmp_path, monkeypatch):
@@ -107,6 +110,38 @@ def test_an_opened_shard_is_read_ahead_and_warmed_unless_told_not_to(tmp_path, m
         try:
             assert len(again._readers) == children and again.warmed(timeout=60)
             assert [r.returncode for r in again._readers] == [0] * children
+            assert [h.product_id for h in again.search(vectors[3], "image", 1)] == ["p3"]
+        finally:
+            again.close()
+
+
+def test_compact_copies_left_on_disk_are_read_after_the_open_even_without_warming(tmp_path, monkeypatch):
+    """compact_memory cold: the open skips the compact copies and every query reads them, so a child reads them at
+    full speed once the shard is open, before (and without) the steady warming."""
+    import numpy as np
+
+    from pipeline.model_repo import ModelCard
+    from pipeline.storage.vectors import IndexedProduct, IndexTuning
+    from pipeline.storage.vectors.edge import EdgeVectorStore
+
+    root = tmp_path / "v"
+    store = EdgeVectorStore(root, IndexTuning(compact_memory="cold"))
+    try:
+        store.ensure(ModelCard("m", "clip", "s", "-", "fp32", 8, 77, 224, {"s": "0"}))
+        vectors = np.eye(8, dtype=np.float32)
+        with store.changing():
+            store.upsert([IndexedProduct(f"p{i}", vectors[i], vectors[i], {"category": "Shoes"}) for i in range(8)])
+    finally:
+        store.close()
+    compact = [str(p) for p in page_cache.compact_on_disk(root / "shard")]
+    assert len(compact) == 2  # image and text (an appendable segment's chunk)
+    monkeypatch.setattr(page_cache, "IN_PROCESS_BELOW", 0)
+    for warm in (True, False):
+        again = EdgeVectorStore(root, IndexTuning(warm_after_open=warm))
+        try:
+            after = again._readers[-1].args[4:]
+            assert after[: len(compact)] == compact and ("--steady" in after) is warm
+            assert again.warmed(timeout=60)
             assert [h.product_id for h in again.search(vectors[3], "image", 1)] == ["p3"]
         finally:
             again.close()

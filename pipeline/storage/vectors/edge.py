@@ -38,7 +38,7 @@ import numpy as np
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
 from .lexical import document_vector
-from .page_cache import files_read_on_open, read_in_background, warm_list
+from .page_cache import files_read_on_open, hot_list, read_in_background, warm_list
 from .store import IndexTuning, VectorStore, full_scan_kb
 from .types import (
     FLOAT_FIELDS,
@@ -162,8 +162,8 @@ class EdgeVectorStore(VectorStore):
 
     def _load(self, path: Path):
         """Open a shard while a child reads its files into the page cache ahead of the engine (see page_cache: the
-        engine's own page faults read them at a fraction of the disk's speed), then have what its queries would read
-        from disk read ahead as well."""
+        engine's own page faults read them at a fraction of the disk's speed), then have the compact copies it left on
+        disk read at full speed and (``warm_after_open``) what else its queries would read from disk, steadily."""
         self._stop_reading()
         self._read_ahead(files_read_on_open(path))
         try:
@@ -174,12 +174,11 @@ class EdgeVectorStore(VectorStore):
             if "WouldBlock" in text or "Resource temporarily unavailable" in text:
                 raise BackendUnavailable(IN_USE.format(path=self.root)) from None
             raise BackendUnavailable(f"The vector index in {self.root} cannot be opened: {text}") from err
-        if self.tuning.warm_after_open:
-            self._read_ahead(warm_list(path), steady=True)  # queries run meanwhile
+        self._read_ahead(hot_list(path), warm_list(path) if self.tuning.warm_after_open else [])
         return shard
 
-    def _read_ahead(self, paths: list[Path], steady: bool = False) -> None:
-        reader = read_in_background(paths, steady)
+    def _read_ahead(self, first: list[Path], then_steadily: list[Path] | tuple = ()) -> None:
+        reader = read_in_background(first, then_steadily)
         if reader is not None:
             self._readers.append(reader)
 
@@ -391,7 +390,7 @@ class EdgeVectorStore(VectorStore):
         quantization = None
         if self.tuning.quantized:  # exact search compares the float32 originals, not the compact copies
             quantization = q.QuantizationSearchParams(
-                ignore=exact, rescore=True, oversampling=self.tuning.rescore_oversampling()
+                ignore=exact, rescore=self._rescore(), oversampling=self.tuning.rescore_oversampling()
             )
         return q.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 

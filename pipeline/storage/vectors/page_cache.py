@@ -6,9 +6,10 @@ memory maps, page fault by page fault, and drops a shard's files from the page c
 for the same bytes asked of the kernel in order. A child asks for them (``POSIX_FADV_WILLNEED``, 128 KiB at a time:
 the kernel caps one request at the device's readahead, 128 KiB by default) while the engine opens the shard; a thread
 could not, because the engine's calls hold the GIL. Once the shard is open, and where they fit in the memory the
-system has free, another child reads what queries would otherwise read from disk at random: compact copies kept on
-disk, the payloads, then the float32 originals that rescoring reads (not during the open: it would compete with the
-open's reads). A page cache that cannot hold them would be thrashed, hence the check.
+system has free, another child reads what queries would otherwise read from disk at random: first, at full speed,
+compact copies kept on disk (``compact_memory`` cold: the open skips them and every query reads them), then, steadily,
+the payloads and the float32 originals that rescoring reads (not during the open: it would compete with the open's
+reads). A page cache that cannot hold them would be thrashed, hence the check.
 
 The file names are Qdrant's segment layout (qdrant-edge-py is pinned); a name that stops matching costs speed only,
 never correctness, and tests/storage/test_vector_store.py checks them against a shard built by the pinned engine.
@@ -24,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-QUANTIZED = "quantized.data"
+QUANTIZED = ("quantized.data", "quantized_data/chunk_*")  # an optimised segment's, an appendable one's
 ORIGINALS = ("matrix.dat", "vectors/chunk_*")
 STEP = 128 * 1024  # bytes per request; the kernel reads at most the device's readahead (128 KiB default) per call
 STEADY_READ = 4 * 2**20  # bytes asked for at a time when reading steadily (see read_ahead)
@@ -68,7 +69,7 @@ def files_read_on_open(shard_dir: Path) -> list[Path]:
         for name, originals_on_disk, compact_on_disk in _vectors(shard_dir):
             storage = segment / f"vector_storage-{name}"
             if compact_on_disk is False:
-                out += _files(storage, QUANTIZED)
+                out += _files(storage, *QUANTIZED)
             if not originals_on_disk:
                 out += _files(storage, *ORIGINALS)
             out += _files(segment / f"vector_index-{name}", "*")
@@ -76,19 +77,27 @@ def files_read_on_open(shard_dir: Path) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
+def compact_on_disk(shard_dir: Path) -> list[Path]:
+    """The compact copies kept on disk (``compact_memory`` cold): every query reads them, so they are read at full
+    speed right after the open, whatever ``warm_after_open`` says."""
+    out: list[Path] = []
+    for segment in _segments(shard_dir):
+        for name, _, compact_cold in _vectors(shard_dir):
+            if compact_cold:
+                out += _files(segment / f"vector_storage-{name}", *QUANTIZED)
+    return out
+
+
 def read_from_disk(shard_dir: Path) -> list[Path]:
-    """What queries read through memory maps, page by page: compact copies kept on disk (``compact_memory`` cold),
-    the payloads (every answer's), then the float32 originals left on disk (read when rescoring)."""
-    compact, payloads, originals = [], [], []
+    """What queries read through memory maps, page by page, besides the compact copies: the payloads (every answer's),
+    then the float32 originals left on disk (read when rescoring)."""
+    payloads, originals = [], []
     for segment in _segments(shard_dir):
         payloads += _files(segment, "payload_storage/*")
-        for name, originals_on_disk, compact_on_disk in _vectors(shard_dir):
-            storage = segment / f"vector_storage-{name}"
-            if compact_on_disk:
-                compact += _files(storage, QUANTIZED)
+        for name, originals_on_disk, _ in _vectors(shard_dir):
             if originals_on_disk:
-                originals += _files(storage, *ORIGINALS)
-    return compact + payloads + originals
+                originals += _files(segment / f"vector_storage-{name}", *ORIGINALS)
+    return payloads + originals
 
 
 def read_ahead(paths: list[str] | list[Path], steady: bool = False) -> int:
@@ -145,19 +154,35 @@ def fits(paths: list[Path], available: int | None) -> bool:
     return available is not None and _size(paths) <= available * FREE_SHARE
 
 
-def read_in_background(paths: list[Path], steady: bool = False) -> subprocess.Popen | None:
-    """``read_ahead(paths, steady)`` from a child (returned: its end is the end of the reading) when they are large,
-    here when they are small (a child costs ~20 ms to start)."""
-    if not paths:
+def read_in_background(first: list[Path], then_steadily: list[Path] | tuple = ()) -> subprocess.Popen | None:
+    """``read_ahead(first)``, then ``read_ahead(then_steadily, steady=True)``, from a child (returned: its end is the
+    end of the reading) when they are large, here when they are small (a child costs ~20 ms to start)."""
+    first, later = list(first), list(then_steadily)
+    if not first and not later:
         return None
-    if _size(paths) < IN_PROCESS_BELOW:
-        read_ahead(paths, steady)
+    if _size(first) + _size(later) < IN_PROCESS_BELOW:
+        read_ahead(first)
+        read_ahead(later, steady=True)
         return None
     try:
-        command = [sys.executable, "-I", "-S", __file__, *(["--steady"] if steady else []), *map(str, paths)]
+        command = [
+            sys.executable,
+            "-I",
+            "-S",
+            __file__,
+            *map(str, first),
+            *(["--steady", *map(str, later)] if later else []),
+        ]
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:  # no process to spare: the engine reads the files itself, only slower
         return None
+
+
+def hot_list(shard_dir: Path) -> list[Path]:
+    """The compact copies on disk, where they fit in the memory the system has free (pinned, they would take it)."""
+    hot = compact_on_disk(shard_dir)
+    available = mem_available()
+    return hot if available is not None and _size(hot) <= available else []
 
 
 def warm_list(shard_dir: Path) -> list[Path]:
@@ -167,7 +192,9 @@ def warm_list(shard_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    steadily = sys.argv[1:2] == ["--steady"]
-    if steadily:
+    args = sys.argv[1:]
+    cut = args.index("--steady") if "--steady" in args else len(args)
+    read_ahead(args[:cut])
+    if args[cut + 1 :]:
         os.nice(10)  # the app's queries first
-    read_ahead(sys.argv[1 + steadily :], steady=steadily)
+        read_ahead(args[cut + 1 :], steady=True)
