@@ -102,6 +102,8 @@ ROW_KEYS = [
     "hnsw_ef_construct",
     "hnsw_ef",
     "exact_below",
+    "rescore",
+    "compact_memory",
     "upsert_per_s",
     "upsert_s",
     "optimize_s",
@@ -438,7 +440,7 @@ class Child:
         from pipeline.model_repo import ModelCard
         from pipeline.storage.vectors.edge import EdgeVectorStore
         from pipeline.storage.vectors.store import IndexTuning
-        from pipeline.storage.vectors.types import Filters, IndexedProduct
+        from pipeline.storage.vectors.types import IndexedProduct
 
         cfg = self.cfg
         tuning = dataclasses.replace(IndexTuning(), **cfg["tuning"])
@@ -449,9 +451,15 @@ class Child:
             hnsw_ef_construct=tuning.hnsw_ef_construct,
             hnsw_ef=tuning.ef_for(cfg["products"]),
             exact_below=tuning.exact_below,
+            rescore=tuning.rescores(cfg["products"]) if tuning.quantized else None,
+            compact_memory=tuning.compact_memory if tuning.quantized else None,
         )
         card = ModelCard("bench-synthetic", "clip", "synthetic", "-", "fp32", cfg["dim"], 77, 224, {"synthetic": "0"})
         root = Path(cfg["data"])
+        if cfg.get("reuse") and (root / "shard").is_dir():
+            self.note(f"serving the kept build in {root} (--reuse): nothing is upserted or optimised")
+            self.serve_edge(self.reopened(lambda: EdgeVectorStore(root, tuning), root), root, tuning)
+            return
         store = EdgeVectorStore(root, tuning)
         store.ensure(card, reset=True)
 
@@ -480,8 +488,14 @@ class Child:
         self.save("optimised", optimize_s=round(time.perf_counter() - began, 3))
         self.note(f"optimised in {self.row['optimize_s']:.1f} s")
         store.close()
-        del store
-        store = self.reopened(lambda: EdgeVectorStore(root, tuning), root)
+        store = None  # freed before the reopen (the upsert closure holds this cell)
+        self.serve_edge(self.reopened(lambda: EdgeVectorStore(root, tuning), root), root, tuning)
+
+    def serve_edge(self, store, root: Path, tuning) -> None:
+        """The reopened store's figures: first query, the serving passes, RSS, recall against its exact search."""
+        from pipeline.storage.vectors.edge import EdgeVectorStore
+        from pipeline.storage.vectors.types import Filters
+
         self.time_warming(store)
         vectors, k = self.q["vectors"], TOP_K
 
@@ -555,7 +569,7 @@ class Child:
             rss=serving_rss,
         )
         store.close()
-        if cfg.get("cold_reopen"):
+        if self.cfg.get("cold_reopen"):
             self.cold_reopen(lambda: EdgeVectorStore(root, tuning))
 
     # -- qdrant-client local mode -------------------------------------------------------------------------------------
@@ -800,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--storage", choices=VECTOR_STORAGES, help="Edge: override IndexTuning.storage")
     p.add_argument("--oversampling", type=float, help="Edge: override IndexTuning.oversampling")
+    p.add_argument("--rescore", choices=["on", "off"], help="Edge: override IndexTuning.rescore")
     p.add_argument("--compact-memory", choices=["pinned", "cold"], help="Edge: override IndexTuning.compact_memory")
     p.add_argument("--no-warm", action="store_true", help="Edge: IndexTuning.warm_after_open off (VECTOR_WARM=0)")
     p.add_argument("--hnsw-ef", type=int, help="Edge: override IndexTuning.hnsw_ef")
@@ -809,6 +824,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     p.add_argument("--work", type=Path, default=None, help="where the data folders go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the data folders")
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="Edge: a folder kept by --keep (bench-vector-scale-*): rows built there are reopened and queried, not "
+        "rebuilt (for search-time options: --rescore, --oversampling, --hnsw-ef, --no-warm); kept afterwards",
+    )
     p.add_argument(
         "--cold-reopen",
         action="store_true",
@@ -841,6 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             "exact_below": args.exact_below,
             "oversampling": args.oversampling,
             "compact_memory": args.compact_memory,
+            "rescore": None if args.rescore is None else args.rescore == "on",
             "warm_after_open": False if args.no_warm else None,
         }.items()
         if value is not None
@@ -852,7 +875,9 @@ def main(argv: list[str] | None = None) -> int:
     info = c.machine()
     info["qdrant-edge-py"] = edge_version()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-vector-scale-", dir=work_parent(args)))
+    if args.reuse:
+        args.keep = True
+    work = args.reuse or Path(tempfile.mkdtemp(prefix="bench-vector-scale-", dir=work_parent(args)))
     rows: list[dict] = []
     skipped: list[str] = []
     failed_at: dict[str, tuple[int, int]] = {}
@@ -878,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
                         "truth": str(truth),
                         "tuning": tuning,
                         "cold_reopen": args.cold_reopen,
+                        "reuse": bool(args.reuse) and engine == "qdrant-edge",
                     }
                     c.note(f"{engine} {n:,} x {dim}: starting")
                     row = run_row(cfg, limit_s)

@@ -114,6 +114,8 @@ class IndexTuning:
     # candidates rescored with the float32 vectors, as a multiple of k; None: by storage (turbo8 2: recall 1.000 at 1M
     # with half the disk reads of 4; int8 4: 2 lost recall, 0.81 at 1M)
     oversampling: float | None = None
+    # Whether quantized search rescores its candidates with the float32 originals (None: it does; bench --rescore).
+    rescore: bool | None = None
     # Where Edge keeps the compact copies: "pinned" (read into RAM when the shard opens) or "cold" (memory-mapped,
     # read in by the first queries).
     compact_memory: str = "pinned"
@@ -132,6 +134,10 @@ class IndexTuning:
         if self.oversampling:
             return self.oversampling
         return 2.0 if self.storage == "turbo8" else 4.0
+
+    def rescores(self, points: int) -> bool:
+        """Whether a quantized search of ``points`` products rescores with the originals (``rescore`` fixes it)."""
+        return True if self.rescore is None else self.rescore
 
     def ef_for(self, points: int) -> int:
         """HNSW search breadth for a collection of ``points`` products (``QDRANT_HNSW_EF`` fixes it)."""

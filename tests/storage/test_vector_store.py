@@ -459,6 +459,18 @@ def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storag
         assert answers(again) == served
     finally:
         again.close()
+
+    def score_errors(s) -> np.ndarray:  # served score - float32 dot product, every hit of every query
+        return np.array([h.score - float(images[int(h.product_id[1:])] @ q) for q in queries
+                         for h in s.search(q, "image", 10)])  # fmt: skip
+
+    for rescore in (True, False):
+        told = EdgeVectorStore(root, replace(tuning, rescore=rescore))
+        try:  # rescored: the originals' scores; not: the compact copies' own, close to them
+            errors = np.abs(score_errors(told))
+            assert errors.max() < 1e-4 if rescore else 1e-4 < errors.max() < 0.05, errors.max()
+        finally:
+            told.close()
     other = "int8" if storage == "turbo8" else "turbo8"
     later = EdgeVectorStore(root, replace(IndexTuning(), storage=other, exact_below=1000))
     try:  # VECTOR_STORAGE changed since the build: the shard is searched as it was built

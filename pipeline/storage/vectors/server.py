@@ -209,7 +209,7 @@ class ServerVectorStore(VectorStore):
         quantization = None
         if self.tuning.quantized:  # exact search compares the float32 originals, not the compact copies
             quantization = models.QuantizationSearchParams(
-                ignore=exact, rescore=True, oversampling=self.tuning.rescore_oversampling()
+                ignore=exact, rescore=self._rescore(), oversampling=self.tuning.rescore_oversampling()
             )
         return models.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 

@@ -56,13 +56,19 @@ class VectorStore:
     def __init__(self, tuning: IndexTuning) -> None:
         self.tuning = tuning
         self._write_lock = threading.RLock()  # one writer at a time (ingest, delete, optimise)
-        self._ef_now: int | None = None
+        self._points_now: int | None = None
+
+    def _points(self) -> int:
+        """The collection's size, counted once and again after each change (the search parameters follow it)."""
+        if self._points_now is None:
+            self._points_now = self.count()
+        return self._points_now
 
     def _ef(self) -> int:
-        """The HNSW breadth for the collection's size, counted once and again after each change."""
-        if self._ef_now is None:
-            self._ef_now = self.tuning.ef_for(self.count())
-        return self._ef_now
+        return self.tuning.ef_for(self._points())
+
+    def _rescore(self) -> bool:
+        return self.tuning.rescores(self._points())
 
     # -- what each engine provides ------------------------------------------------------------------------------------
     def _read_info(self) -> CollectionInfo:
@@ -176,7 +182,7 @@ class VectorStore:
             try:
                 yield
             finally:
-                self._ef_now = None
+                self._points_now = None
                 self._persist()  # the new version is announced only once what it names is on disk
                 info = self.info()
                 info.catalog_version += 1
