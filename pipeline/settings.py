@@ -116,14 +116,16 @@ class IndexTuning:
     oversampling: float | None = None
     # Whether quantized search rescores its candidates with the float32 originals (None: it does; bench --rescore).
     rescore: bool | None = None
-    # Where Edge keeps the compact copies: "pinned" (read into RAM when the shard opens) or "cold" (memory-mapped,
-    # read in by the first queries).
-    compact_memory: str = "pinned"
-    # After opening, read what queries would read from disk (the float32 originals, ...) into the page cache, where it
-    # fits in half the free memory (pipeline/storage/vectors/page_cache.py). 1M products: filtered p50 ~16 -> 9 ms,
-    # text 56 -> 13 ms, but those cached pages, once mapped by the queries, count as RSS (file-backed, reclaimable):
-    # 1.8 -> 3.6-4.0 GiB VmRSS with the same 1.1 GiB of the process's own memory.
-    warm_after_open: bool = True
+    # Where Edge keeps the compact copies: "cold" (memory-mapped; read at full speed by a child right after the open)
+    # or "pinned" (read into the engine's heap while the shard opens). 1M products: the open 0.24-0.34 s and the first
+    # query 0.35-0.75 s against 1.8-4.5 s and 0.1-0.2 s, the same query times after, the process's own memory 0.1
+    # against 1.1 GiB (bench/README.md). A shard keeps what it was built with.
+    compact_memory: str = "cold"
+    # After opening, read the float32 originals that rescoring reads into the page cache, steadily, where they fit in
+    # half the free memory (pipeline/storage/vectors/page_cache.py). 1M products on a fast disk: filtered p50 4.9 ->
+    # 4.1-4.3 ms, but the cached pages the queries then map count as RSS (1.8 -> 3.8 GiB VmRSS after the benchmark's
+    # queries); on a slow disk filtered 16 -> 9 ms. Off by default (VECTOR_WARM=1 turns it on).
+    warm_after_open: bool = False
 
     @property
     def quantized(self) -> bool:

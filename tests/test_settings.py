@@ -46,7 +46,8 @@ def test_app_settings_use_the_same_parsers():
             AppConfig.from_env(env)
     assert Settings.from_env({"TRITON_VENV": "~/tv"}).triton_venv.name == "tv"
     assert Settings.from_env({}).index_tuning.storage == "turbo8"
-    assert Settings.from_env({}).index_tuning.warm_after_open
+    assert not Settings.from_env({}).index_tuning.warm_after_open
+    assert Settings.from_env({"VECTOR_WARM": "1"}).index_tuning.warm_after_open
     assert not Settings.from_env({"VECTOR_WARM": "0"}).index_tuning.warm_after_open
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pipeline.storage.vectors import page_cache
 
 
@@ -43,16 +45,16 @@ def test_what_is_read_on_opening_follows_the_built_config(tmp_path):
         "s1/id_tracker.mappings",
         "f-category-map/point_to_values.bin",
     }  # the payloads and the float32 originals stay on disk until asked for
-    later = ["payload_storage/page_0.dat", "vector_storage-image/matrix.dat", "vector_storage-text/matrix.dat"]
-    assert [f"{p.parent.name}/{p.name}" for p in page_cache.read_from_disk(pinned)] == later
+    assert names(page_cache.hot_list(pinned)) == {"payload_storage/page_0.dat"}  # read right after the open
+    later = ["vector_storage-image/matrix.dat", "vector_storage-text/matrix.dat"]  # then only with warm_after_open
+    assert [f"{p.parent.name}/{p.name}" for p in page_cache.originals_on_disk(pinned)] == later
     in_ram = shard(tmp_path / "b", memory="cached", compact="cold")
     opened = names(page_cache.files_read_on_open(in_ram))  # the originals held in RAM: read whole on opening
     assert "vector_storage-image/matrix.dat" in opened and "vector_storage-image/quantized.data" not in opened
     hot = [f"{p.parent.name}/{p.name}" for p in page_cache.compact_on_disk(in_ram)]  # mapped: read after the open
     assert hot == ["vector_storage-image/quantized.data", "vector_storage-text/quantized.data"]
-    assert names(page_cache.hot_list(in_ram)) == set(hot)  # a few KB: they fit
-    assert names(page_cache.read_from_disk(in_ram)) == {"payload_storage/page_0.dat"}
-    assert page_cache.compact_on_disk(pinned) == page_cache.hot_list(pinned) == []
+    assert names(page_cache.hot_list(in_ram)) == {*hot, "payload_storage/page_0.dat"}  # a few KB: they fit
+    assert page_cache.originals_on_disk(in_ram) == page_cache.compact_on_disk(pinned) == []
 
 
 def test_read_ahead_asks_for_every_byte_and_skips_what_went_away(tmp_path):
@@ -66,11 +68,11 @@ def test_read_ahead_asks_for_every_byte_and_skips_what_went_away(tmp_path):
 
 
 def test_originals_are_warmed_only_when_they_fit_in_free_memory(tmp_path):
-    originals = page_cache.read_from_disk(shard(tmp_path))[1:]  # 8,000 bytes
+    originals = page_cache.originals_on_disk(shard(tmp_path))  # 8,000 bytes
     assert page_cache.fits(originals, available=16_000)
     assert not page_cache.fits(originals, available=15_999)
     assert not page_cache.fits(originals, available=None)
-    assert page_cache.warm_list(tmp_path / "no-such-shard") == []
+    assert page_cache.warm_list(tmp_path / "no-such-shard") == page_cache.hot_list(tmp_path / "no-such-shard") == []
 
 
 def test_large_files_are_read_by_a_child_and_small_ones_here(tmp_path, monkeypatch):
@@ -80,15 +82,18 @@ def test_large_files_are_read_by_a_child_and_small_ones_here(tmp_path, monkeypat
     child = page_cache.read_in_background(files)
     assert child is not None and child.wait(timeout=60) == 0  # the module runs as the child, standard library only
     assert child.args[4:] == [str(p) for p in files]
-    later = page_cache.read_from_disk(shard(tmp_path / "b"))
+    later = page_cache.originals_on_disk(shard(tmp_path / "b"))
     both = page_cache.read_in_background(files, later)  # the second list steadily, after the first
     assert both is not None and both.wait(timeout=60) == 0
     assert both.args[4:] == [*map(str, files), "--steady", *map(str, later)]
     assert page_cache.read_in_background([]) is None and page_cache.read_in_background([], []) is None
 
 
-def test_an_opened_shard_is_read_ahead_and_warmed_unless_told_not_to(tmp_path, monkeypatch):
-    """A real Edge shard: the open's files read by one child, what queries read by another (VECTOR_WARM=0: none)."""
+@pytest.mark.parametrize("compact", ["cold", "pinned"])
+def test_an_opened_shard_is_read_ahead_then_its_hot_files_then_the_originals_if_told(tmp_path, monkeypatch, compact):
+    """A real Edge shard: one child reads the open's files while the engine opens it; once open, another reads at full
+    speed what every first query reads (compact copies left on disk, payloads), then, only with warm_after_open, the
+    float32 originals steadily."""
     import numpy as np
 
     from pipeline.model_repo import ModelCard
@@ -96,7 +101,7 @@ def test_an_opened_shard_is_read_ahead_and_warmed_unless_told_not_to(tmp_path, m
     from pipeline.storage.vectors.edge import EdgeVectorStore
 
     root = tmp_path / "v"
-    store = EdgeVectorStore(root, IndexTuning())
+    store = EdgeVectorStore(root, IndexTuning(compact_memory=compact))
     try:
         store.ensure(ModelCard("m", "clip", "s", "-", "fp32", 8, 77, 224, {"s": "0"}))
         vectors = np.eye(8, dtype=np.float32)
@@ -104,44 +109,20 @@ def test_an_opened_shard_is_read_ahead_and_warmed_unless_told_not_to(tmp_path, m
             store.upsert([IndexedProduct(f"p{i}", vectors[i], vectors[i], {"category": "Shoes"}) for i in range(8)])
     finally:
         store.close()
+    shard_dir = root / "shard"
+    assert len(page_cache.compact_on_disk(shard_dir)) == (2 if compact == "cold" else 0)  # an appendable chunk each
+    assert page_cache.payloads(shard_dir) and page_cache.originals_on_disk(shard_dir)
     monkeypatch.setattr(page_cache, "IN_PROCESS_BELOW", 0)  # children even for a tiny shard
-    for warm, children in ((True, 2), (False, 1)):
-        again = EdgeVectorStore(root, IndexTuning(warm_after_open=warm))
-        try:
-            assert len(again._readers) == children and again.warmed(timeout=60)
-            assert [r.returncode for r in again._readers] == [0] * children
-            assert [h.product_id for h in again.search(vectors[3], "image", 1)] == ["p3"]
-        finally:
-            again.close()
-
-
-def test_compact_copies_left_on_disk_are_read_after_the_open_even_without_warming(tmp_path, monkeypatch):
-    """compact_memory cold: the open skips the compact copies and every query reads them, so a child reads them at
-    full speed once the shard is open, before (and without) the steady warming."""
-    import numpy as np
-
-    from pipeline.model_repo import ModelCard
-    from pipeline.storage.vectors import IndexedProduct, IndexTuning
-    from pipeline.storage.vectors.edge import EdgeVectorStore
-
-    root = tmp_path / "v"
-    store = EdgeVectorStore(root, IndexTuning(compact_memory="cold"))
-    try:
-        store.ensure(ModelCard("m", "clip", "s", "-", "fp32", 8, 77, 224, {"s": "0"}))
-        vectors = np.eye(8, dtype=np.float32)
-        with store.changing():
-            store.upsert([IndexedProduct(f"p{i}", vectors[i], vectors[i], {"category": "Shoes"}) for i in range(8)])
-    finally:
-        store.close()
-    compact = [str(p) for p in page_cache.compact_on_disk(root / "shard")]
-    assert len(compact) == 2  # image and text (an appendable segment's chunk)
-    monkeypatch.setattr(page_cache, "IN_PROCESS_BELOW", 0)
     for warm in (True, False):
-        again = EdgeVectorStore(root, IndexTuning(warm_after_open=warm))
+        again = EdgeVectorStore(root, IndexTuning(warm_after_open=warm))  # the shard keeps how it was built
         try:
-            after = again._readers[-1].args[4:]
-            assert after[: len(compact)] == compact and ("--steady" in after) is warm
+            hot = [str(p) for p in page_cache.compact_on_disk(shard_dir) + page_cache.payloads(shard_dir)]
+            originals = [str(p) for p in page_cache.originals_on_disk(shard_dir)]
+            opening, after = (r.args[4:] for r in again._readers)
+            assert any("quantized" in a for a in opening) is (compact == "pinned")
+            assert after == ([*hot, "--steady", *originals] if warm else hot)
             assert again.warmed(timeout=60)
+            assert [r.returncode for r in again._readers] == [0, 0]
             assert [h.product_id for h in again.search(vectors[3], "image", 1)] == ["p3"]
         finally:
             again.close()

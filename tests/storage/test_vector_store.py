@@ -24,7 +24,7 @@ from pipeline.errors import BackendUnavailable, ModelMismatch
 from pipeline.model_repo import ModelCard
 from pipeline.storage.vectors import Filters, IndexedProduct, IndexTuning, open_vector_store
 from pipeline.storage.vectors.edge import EdgeVectorStore
-from pipeline.storage.vectors.page_cache import files_read_on_open, read_from_disk
+from pipeline.storage.vectors.page_cache import compact_on_disk, files_read_on_open, originals_on_disk
 from pipeline.storage.vectors.server import ServerVectorStore
 
 DIM = 16
@@ -431,12 +431,14 @@ def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storag
         ]
         full = [b for b in built if b["vector_parameters"].get("count") == n]
         assert len(full) == 2 and {kind} == {next(iter(b["quantization_config"])) for b in full}
-        # The files read ahead on opening and the originals warmed later are the pinned engine's names for them
+        # The files read ahead on opening, the compact copies read after it (cold by default) and the originals
+        # warmed later are the pinned engine's names for them
         ahead = {(p.parent.name, p.name) for p in files_read_on_open(root / "shard")}
+        hot = {(p.parent.name, p.name) for p in compact_on_disk(root / "shard")}
         for name in ("image", "text"):
-            assert (f"vector_storage-{name}", "quantized.data") in ahead
+            assert (f"vector_storage-{name}", "quantized.data") in hot
             assert (f"vector_index-{name}", "links_compressed.bin") in ahead
-        assert {(p.parent.name, p.name) for p in read_from_disk(root / "shard")} >= {
+        assert {(p.parent.name, p.name) for p in originals_on_disk(root / "shard")} >= {
             ("vector_storage-image", "matrix.dat"),
             ("vector_storage-text", "matrix.dat"),
         }

@@ -12,7 +12,8 @@ it in when it is done (queries wait only for the swap, well under a second); wri
 A command-line ingest optimises in place.
 
 Opening a shard, a child process reads its files into the page cache ahead of the engine, and once it is open
-another reads what the queries would read from disk (page_cache.py says why and what).
+another reads what the first queries would read from disk: the compact copies (memory-mapped by default) and the
+payloads, and with VECTOR_WARM=1 the float32 originals (page_cache.py says why and what).
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class EdgeVectorStore(VectorStore):
     def _load(self, path: Path):
         """Open a shard while a child reads its files into the page cache ahead of the engine (see page_cache: the
         engine's own page faults read them at a fraction of the disk's speed), then have the compact copies it left on
-        disk read at full speed and (``warm_after_open``) what else its queries would read from disk, steadily."""
+        disk and the payloads read at full speed and (``warm_after_open``) the originals, steadily."""
         self._stop_reading()
         self._read_ahead(files_read_on_open(path))
         try:

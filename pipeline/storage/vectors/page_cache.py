@@ -1,19 +1,25 @@
 """Reading a Qdrant Edge shard's files into the page cache ahead of the engine, from a child process.
 
-Why: Qdrant reads what it keeps in RAM (compact vector copies, HNSW links, id tracker, payload indexes) through
+Why: Qdrant reads what it keeps in RAM (HNSW links, id tracker, payload indexes, pinned compact copies) through
 memory maps, page fault by page fault, and drops a shard's files from the page cache when it closes the shard
-(``fadvise(DONTNEED)``), so every open read 1.3 GB from disk at 1,000,000 products this way: 5-8 s, against ~1.3 s
-for the same bytes asked of the kernel in order. A child asks for them (``POSIX_FADV_WILLNEED``, 128 KiB at a time:
-the kernel caps one request at the device's readahead, 128 KiB by default) while the engine opens the shard; a thread
-could not, because the engine's calls hold the GIL. Once the shard is open, and where they fit in the memory the
-system has free, another child reads what queries would otherwise read from disk at random: first, at full speed,
-compact copies kept on disk (``compact_memory`` cold: the open skips them and every query reads them), then, steadily,
-the payloads and the float32 originals that rescoring reads (not during the open: it would compete with the open's
-reads). A page cache that cannot hold them would be thrashed, hence the check.
+(``fadvise(DONTNEED)``), so every open read 1.3 GB (pinned) from disk at 1,000,000 products this way: 5-8 s,
+against ~1.3 s for the same bytes asked of the kernel in order. A child asks for them (``POSIX_FADV_WILLNEED``,
+128 KiB at a time: the kernel caps one request at the device's readahead, 128 KiB by default) while the engine opens
+the shard; a thread could not, because the engine's calls hold the GIL.
+
+Once the shard is open, another child reads at full speed what every first query reads at random: the compact copies
+kept on disk (``compact_memory`` cold, the default: 1,000,000 products then open in 0.3 s instead of 1.8-4.5 s
+pinned, and the first query takes 0.35-0.75 s) and the payloads. Then, only with ``warm_after_open``
+(``VECTOR_WARM=1``), it reads steadily the float32 originals that rescoring reads (not during the open: it would
+compete with the open's reads). Files that would not fit in the page cache are not read (they would be thrashed).
+The originals are not warmed by default: once cached, every page a query touches maps its neighbours too (the
+kernel's fault-around), so VmRSS grew by ~2 GB over the benchmark's queries, for ~0.7 ms off a filtered query on a
+fast disk (bench/README.md); on a slow one it made filtered queries 16 -> 9 ms.
 
 The file names are Qdrant's segment layout (qdrant-edge-py is pinned); a name that stops matching costs speed only,
 never correctness, and tests/storage/test_vector_store.py checks them against a shard built by the pinned engine.
-This file runs as the child (``python -I -S page_cache.py FILE...``): it imports nothing outside the standard library.
+This file runs as the child (``python -I -S page_cache.py FILE... [--steady FILE...]``): it imports nothing outside
+the standard library.
 """
 
 from __future__ import annotations
@@ -78,8 +84,7 @@ def files_read_on_open(shard_dir: Path) -> list[Path]:
 
 
 def compact_on_disk(shard_dir: Path) -> list[Path]:
-    """The compact copies kept on disk (``compact_memory`` cold): every query reads them, so they are read at full
-    speed right after the open, whatever ``warm_after_open`` says."""
+    """The compact copies kept on disk (``compact_memory`` cold, the default): every query reads them."""
     out: list[Path] = []
     for segment in _segments(shard_dir):
         for name, _, compact_cold in _vectors(shard_dir):
@@ -88,16 +93,19 @@ def compact_on_disk(shard_dir: Path) -> list[Path]:
     return out
 
 
-def read_from_disk(shard_dir: Path) -> list[Path]:
-    """What queries read through memory maps, page by page, besides the compact copies: the payloads (every answer's),
-    then the float32 originals left on disk (read when rescoring)."""
-    payloads, originals = [], []
+def payloads(shard_dir: Path) -> list[Path]:
+    """The payload storage: every answer reads its products' payloads (138 MB at 1,000,000 products)."""
+    return [p for segment in _segments(shard_dir) for p in _files(segment, "payload_storage/*")]
+
+
+def originals_on_disk(shard_dir: Path) -> list[Path]:
+    """The float32 originals left on disk: rescoring reads a few candidates' at random (4 GB at 1,000,000 products)."""
+    out: list[Path] = []
     for segment in _segments(shard_dir):
-        payloads += _files(segment, "payload_storage/*")
-        for name, originals_on_disk, _ in _vectors(shard_dir):
-            if originals_on_disk:
-                originals += _files(segment / f"vector_storage-{name}", *ORIGINALS)
-    return payloads + originals
+        for name, on_disk, _ in _vectors(shard_dir):
+            if on_disk:
+                out += _files(segment / f"vector_storage-{name}", *ORIGINALS)
+    return out
 
 
 def read_ahead(paths: list[str] | list[Path], steady: bool = False) -> int:
@@ -179,15 +187,16 @@ def read_in_background(first: list[Path], then_steadily: list[Path] | tuple = ()
 
 
 def hot_list(shard_dir: Path) -> list[Path]:
-    """The compact copies on disk, where they fit in the memory the system has free (pinned, they would take it)."""
-    hot = compact_on_disk(shard_dir)
-    available = mem_available()
-    return hot if available is not None and _size(hot) <= available else []
+    """Read at full speed right after the open, whatever ``warm_after_open`` says: the compact copies on disk and the
+    payloads, which the first queries read anyway, where they fit in free memory."""
+    hot = compact_on_disk(shard_dir) + payloads(shard_dir)
+    return hot if fits(hot, mem_available()) else []
 
 
 def warm_list(shard_dir: Path) -> list[Path]:
-    """What queries would read from disk, where it fits in free memory (else nothing: it would be thrashed)."""
-    later = read_from_disk(shard_dir)
+    """Read steadily after those where ``warm_after_open``: the originals, where they fit in free memory (else not:
+    they would be thrashed)."""
+    later = originals_on_disk(shard_dir)
     return later if fits(later, mem_available()) else []
 
 
