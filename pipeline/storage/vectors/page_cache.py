@@ -83,14 +83,19 @@ def files_read_on_open(shard_dir: Path) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def compact_on_disk(shard_dir: Path) -> list[Path]:
-    """The compact copies kept on disk (``compact_memory`` cold, the default): every query reads them."""
+def _stored_on_disk(shard_dir: Path, compact: bool) -> list[Path]:
+    """Per segment and dense vector kept on disk, its compact copy's files (``compact``) or its originals'."""
     out: list[Path] = []
     for segment in _segments(shard_dir):
-        for name, _, compact_cold in _vectors(shard_dir):
-            if compact_cold:
-                out += _files(segment / f"vector_storage-{name}", *QUANTIZED)
+        for name, originals_cold, compact_cold in _vectors(shard_dir):
+            if compact_cold if compact else originals_cold:
+                out += _files(segment / f"vector_storage-{name}", *(QUANTIZED if compact else ORIGINALS))
     return out
+
+
+def compact_on_disk(shard_dir: Path) -> list[Path]:
+    """The compact copies kept on disk (``compact_memory`` cold, the default): every query reads them."""
+    return _stored_on_disk(shard_dir, compact=True)
 
 
 def payloads(shard_dir: Path) -> list[Path]:
@@ -100,12 +105,7 @@ def payloads(shard_dir: Path) -> list[Path]:
 
 def originals_on_disk(shard_dir: Path) -> list[Path]:
     """The float32 originals left on disk: rescoring reads a few candidates' at random (4 GB at 1,000,000 products)."""
-    out: list[Path] = []
-    for segment in _segments(shard_dir):
-        for name, on_disk, _ in _vectors(shard_dir):
-            if on_disk:
-                out += _files(segment / f"vector_storage-{name}", *ORIGINALS)
-    return out
+    return _stored_on_disk(shard_dir, compact=False)
 
 
 def read_ahead(paths: list[str] | list[Path], steady: bool = False) -> int:
