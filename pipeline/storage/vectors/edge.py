@@ -283,10 +283,10 @@ class EdgeVectorStore(VectorStore):
             sparse_vectors={LEXICAL: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
             # No write-ahead log: it held every vector a second time until the next optimisation (4.9 GB after
             # upserting 1,000,000 products), opening reads all of it (a CRC of every entry), and writing it cost a
-            # third of the upsert speed. Changes are flushed instead: every FLUSH_EVERY_S during a change and when
-            # it ends, before its catalogue version is announced. A crash keeps the shard as of the last flush (kill
-            # -9 tested); the next ingest re-embeds what it finds missing, and the interrupted change's version is
-            # skipped (``writing``).
+            # third of the upsert speed. Changes are flushed instead: their first write at once, then every
+            # FLUSH_EVERY_S and when they end, before their catalogue version is announced. A crash keeps the shard
+            # as of the last flush (kill -9 tested); the next ingest re-embeds what it finds missing, and the
+            # interrupted change's version is skipped (``writing``).
             wal_enabled=False,
         )
         self.root.mkdir(parents=True, exist_ok=True)
@@ -335,6 +335,11 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             self.shard.update(_edge().UpdateOperation.delete_points([point_id(p) for p in product_ids]))
             self._flush_if_due()
+
+    def _begin_change(self) -> None:
+        # The first write of a change is flushed at once, then at most FLUSH_EVERY_S of it is lost to a crash: a
+        # change cut short early keeps what it wrote, whenever the store was opened (kill -9 tested).
+        self._flushed_at = float("-inf")
 
     def _flush_if_due(self) -> None:
         if time.monotonic() - self._flushed_at >= FLUSH_EVERY_S:

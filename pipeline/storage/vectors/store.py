@@ -83,6 +83,10 @@ class VectorStore:
     def _drop(self) -> None:
         raise NotImplementedError
 
+    def _begin_change(self) -> None:
+        """Called when a change starts, after it is marked as being written (an engine that batches its flushes
+        restarts its clock here)."""
+
     def _persist(self) -> None:
         """Make the changes so far durable (an engine that writes each one durably has nothing to do)."""
 
@@ -179,6 +183,7 @@ class VectorStore:
             info = self.info()
             info.writing = True
             self._write_info(info)
+            self._begin_change()
             try:
                 yield
             finally:
