@@ -35,6 +35,7 @@ from pipeline.query.preprocess import load_image
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 from pipeline.storage.vectors import IndexedProduct
+from pipeline.storage.vectors.lexical import lexical_text
 
 TARGETS = {"text": 1.25, "image": 1.15, "hit": 0.05}
 BLOCK = 3  # calls in a row per step and round; the round's sample is their median
@@ -80,7 +81,9 @@ def _fill(pipe: Pipeline, rng, n: int, dim: int, batch: int) -> None:
             }
             docs.append({**fields, "embedded_text": fields["name"]})
             payload = {k: fields[k] for k in ("name", "brand", "category", "color", "price", "image_file")}
-            points.append(IndexedProduct(pid, images[i], texts[i], {**payload, "content_hash": pid}))
+            # The words BM25 indexes, as an ingest writes them: hybrid text search runs its lexical side for real.
+            words = lexical_text(fields)
+            points.append(IndexedProduct(pid, images[i], texts[i], {**payload, "content_hash": pid}, words))
         pipe.store.upsert_many(docs)
         pipe.index.upsert(points)
 

@@ -159,3 +159,24 @@ def test_unit_vectors_are_unit():  # the mixing of photo and words keeps a unit 
 
     v = _towards(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), 0.3)
     assert np.linalg.norm(v) == pytest.approx(1.0)
+
+
+def test_hybrid_order_needs_product_ids_only_for_its_contenders():
+    """The store reads payloads only for the lexical matches and ``contenders``: the order must be the one every
+    product id gives, ties (equal fused ranks) and pinned names included."""
+    from pipeline.storage.vectors.lexical import contenders, fuse_rankings
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        keys = [f"k{i:03d}" for i in range(40)]
+        dense = list(rng.permutation(keys)[: rng.integers(0, 30)])
+        lexical = list(rng.permutation(keys)[: rng.integers(0, 30)])
+        ids = {k: f"id-{rng.integers(0, 10**6):06d}" for k in keys}  # tie-break order unlike the keys'
+        query = "red scarf"
+        names = {k: (None, "red scarf" if rng.random() < 0.05 else f"thing {k}") for k in lexical}
+        limit = int(rng.integers(1, 12))
+        full = fuse_rankings(dense, lexical, names, query, limit, 20, ids)
+        wanted = contenders(dense, lexical, names, query, limit, 20)
+        assert set(full) <= wanted, trial
+        known = {k: ids[k] for k in wanted | set(lexical)}
+        assert fuse_rankings(dense, lexical, names, query, limit, 20, known) == full, trial

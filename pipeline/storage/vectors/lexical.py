@@ -59,10 +59,28 @@ def fuse_rankings(
     with any product whose SKU or whole name is the query first; equal fused ranks in product-id order (``ids``: key
     -> product id, when keys are not product ids). ``names``: key -> (SKU, name). The one definition, used by the
     stores and by ``evaluate --check``'s reference."""
+    fused = _rrf(dense, lexical, rrf_k)
+    exact = pinned(lexical, names, query)
+    ids = ids or {}
+    return sorted(fused, key=lambda k: (k not in exact, -fused[k], str(ids.get(k, k))))[:limit]
+
+
+def contenders(dense: list, lexical: list, names: dict, query: str, limit: int, rrf_k: int = RRF_K) -> set:
+    """The keys that can be among ``fuse_rankings``' first ``limit``, whatever the product ids: the pinned ones and
+    every key whose fused score reaches the ``limit``-th best. Only these need their product id (the tie-break), so a
+    store reads the payloads of these and of the lexical matches (``names``), not of every candidate."""
+    fused = _rrf(dense, lexical, rrf_k)
+    exact = pinned(lexical, names, query)
+    rest = sorted((-score for key, score in fused.items() if key not in exact))[: max(0, limit - len(exact))]
+    if not rest:
+        return set(exact)
+    bar = -rest[-1]
+    return set(exact) | {key for key, score in fused.items() if score >= bar}
+
+
+def _rrf(dense: list, lexical: list, rrf_k: int) -> dict:
     fused: dict = {}
     for ranking in (dense, lexical):
         for rank, key in enumerate(ranking, start=1):
             fused[key] = fused.get(key, 0.0) + 1.0 / (rrf_k + rank)
-    exact = pinned(lexical, names, query)
-    ids = ids or {}
-    return sorted(fused, key=lambda k: (k not in exact, -fused[k], str(ids.get(k, k))))[:limit]
+    return fused

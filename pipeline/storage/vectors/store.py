@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
-from .lexical import RRF_K, fuse_rankings, query_vector
+from .lexical import RRF_K, contenders, fuse_rankings, query_vector
 from .types import CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
@@ -305,11 +305,16 @@ class VectorStore:
         dense = self._fused(q, text_weight, depth if lexical else limit, filters, False)
         if not lexical:
             return self._hits(dense)
-        # One read of every candidate's whole payload: asking Edge for fewer fields is slower, not faster.
-        candidates = self._payloads(list({k for _, k in dense} | {k for k, _ in lexical}))
+        dense_keys, lexical_keys = [k for _, k in dense], [k for k, _ in lexical]
+        # Whole payloads (asking Edge for fewer fields is slower, not faster), read for the lexical matches (their
+        # names decide which are pinned first) and for the keys that can make the answer (their product ids break
+        # ties), not for every candidate: half the reads.
+        candidates = self._payloads(lexical_keys)
         names = {k: (p.get("SKU"), p.get("name")) for k, p in candidates.items()}
+        wanted = contenders(dense_keys, lexical_keys, names, text, limit, rrf_k)
+        candidates.update(self._payloads([k for k in wanted if k not in candidates]))
         ids = {k: p.get("product_id") for k, p in candidates.items()}
-        order = fuse_rankings([k for _, k in dense], [k for k, _ in lexical], names, text, limit, rrf_k, ids)
+        order = fuse_rankings(dense_keys, lexical_keys, names, text, limit, rrf_k, ids)
         dense_score = {k: s for s, k in dense}
         dense_score.update(self._fused_among(q, text_weight, [k for k in order if k not in dense_score]))
         return [
