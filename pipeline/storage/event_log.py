@@ -1,7 +1,11 @@
 """Event log in ``log_db.system_logs``: every match and error, written off the request path.
 
 A background thread drains a bounded queue, so a slow or dead MongoDB never delays a query: ``write()`` only puts the
-event in the queue (when the queue is full the event is counted in ``dropped``, never waited for).
+event in the queue (when the queue is full the event is counted in ``dropped``, never waited for). The thread waits
+``linger_s`` after an event for the ones that follow and inserts them together (up to ``BATCH_MAX`` in one
+``insert_many``): on a busy server one round trip and one journal commit serve several queries (0.10 instead of 0.52 ms
+of the thread's time an event, against this project's SecantusDB server; the query path's own timings did not change
+measurably). An event reaches MongoDB at most ``linger_s`` later for it.
 
 While MongoDB answers, each event is inserted there. When an insert fails, that event goes to Python logging (logger
 ``pipeline.events``, with the reason in ``log_error``) and so does every later one, without trying MongoDB, until the
@@ -27,13 +31,16 @@ import time
 from typing import Any
 
 import pymongo
+from bson.errors import InvalidDocument
 from pymongo import MongoClient, WriteConcern
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 LOG_DB = "log_db"
 LOG_COLLECTION = "system_logs"
 RETRY_S = (0.5, 30.0)  # first and longest wait between probes while MongoDB is down
 PROBE_TIMEOUT_S = 1.0
+LINGER_S = 0.1  # how long the thread collects events before one insert: how late an event may reach MongoDB
+BATCH_MAX = 100
 logger = logging.getLogger("pipeline.events")
 
 
@@ -43,10 +50,14 @@ def _reason(err: Exception) -> str:
 
 class EventLog:
     def __init__(
-        self, client: MongoClient | None, max_queue: int = 10_000, retry_s: tuple[float, float] = RETRY_S
+        self,
+        client: MongoClient | None,
+        max_queue: int = 10_000,
+        retry_s: tuple[float, float] = RETRY_S,
+        linger_s: float = LINGER_S,
     ) -> None:
-        # j=True: an event MongoDB acknowledged is on disk, even if the server is killed right after (~3 ms an event,
-        # on this thread, not the caller's).
+        # j=True: an event MongoDB acknowledged is on disk, even if the server is killed right after (one journal
+        # commit a batch, on this thread, not the caller's).
         self.collection = (
             client[LOG_DB].get_collection(LOG_COLLECTION, write_concern=WriteConcern(j=True))
             if client is not None
@@ -57,6 +68,7 @@ class EventLog:
         self.fallbacks = 0  # events written to Python logging instead of MongoDB
         self.stored = 0  # events inserted into MongoDB
         self._retry_s = retry_s
+        self._linger_s = linger_s
         self._backoff = retry_s[0]
         self._down_since: float | None = None  # monotonic time of the failure that sent events to the log
         self._retry_at = 0.0
@@ -77,28 +89,52 @@ class EventLog:
 
     def _drain(self) -> None:
         while True:
-            event = self._queue.get()
+            batch = [self._queue.get()]
+            if batch[0] is not None and self._linger_s > 0:
+                time.sleep(self._linger_s)
+            while len(batch) < BATCH_MAX and batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [e for e in batch if e is not None]
             try:
-                if event is None:
-                    return
-                self._store(event)
-            except Exception:  # the thread must live on whatever one event does
-                logger.exception("event log: could not write an event")
+                if events:
+                    self._store(events)
+            except Exception:  # the thread must live on whatever one batch does
+                logger.exception("event log: could not write %d events", len(events))
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if batch[-1] is None:
+                return
 
-    def _store(self, event: dict) -> None:
+    def _store(self, events: list[dict]) -> None:
+        failed: dict[int, str] = {}
         if self.collection is not None and self._mongo_usable():
             try:
-                self.collection.insert_one(dict(event))  # a copy: insert_one adds an _id to the document it gets
-                self.stored += 1
+                # Copies: insert_many adds an _id to the documents it gets. Unordered: one bad event stops no other.
+                self.collection.insert_many([dict(e) for e in events], ordered=False)
+                self.stored += len(events)
                 return
-            except PyMongoError as err:
-                event = {**event, "log_error": _reason(err)}
-                self._lost(event["log_error"])
-        self.fallbacks += 1
-        level = logging.WARNING if event.get("kind") == "error" else logging.INFO
-        logger.log(level, "event %s", {k: v for k, v in event.items() if k not in ("time", "_id")})
+            except BulkWriteError as err:  # MongoDB answered: only the events it names were refused
+                failed = {e["index"]: str(e.get("errmsg") or "refused")[:200] for e in err.details["writeErrors"]}
+                self.stored += len(events) - len(failed)
+            except InvalidDocument:  # one event BSON cannot hold: each on its own, so only that one is logged
+                if len(events) > 1:
+                    for event in events:
+                        self._store([event])
+                    return
+                failed = {0: "not storable in MongoDB"}
+            except PyMongoError as err:  # no answer: any of them may have been taken, so every one is logged
+                reason = _reason(err)
+                failed = dict.fromkeys(range(len(events)), reason)
+                self._lost(reason)
+            events = [{**events[i], "log_error": why} for i, why in sorted(failed.items())]
+        for event in events:
+            self.fallbacks += 1
+            level = logging.WARNING if event.get("kind") == "error" else logging.INFO
+            logger.log(level, "event %s", {k: v for k, v in event.items() if k not in ("time", "_id")})
 
     def _lost(self, reason: str) -> None:
         now = time.monotonic()

@@ -139,3 +139,26 @@ def test_with_no_client_every_event_goes_to_logging(caplog):
     events.close()
     assert logged(caplog) == [0, 1, 2] and events.fallbacks == 4 and not events.to_mongo
     assert any(r.levelno == logging.WARNING and "boom" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refused_or_unstorable_event_costs_only_itself(server, caplog):
+    """Events go to MongoDB in batches: one MongoDB refuses (a duplicate _id) or BSON cannot hold is logged with the
+    reason, the others of its batch are stored."""
+    caplog.set_level(logging.INFO, logger="pipeline.events")
+    client = connect(server.uri, 500)
+    events = EventLog(client, linger_s=0.3)  # long enough for all of them to share one batch
+    try:
+        events.write("probe", seq=0, _id="twice")
+        events.write("probe", seq=1, _id="twice")
+        events.write("probe", seq=2)
+        events.write("probe", seq=3, odd=object())
+        events.write("probe", seq=4)
+        events.flush()
+        stored = sorted(d["seq"] for d in client[LOG_DB][LOG_COLLECTION].find({"kind": "probe"}))
+        assert stored == [0, 2, 4] and logged(caplog) == [1, 3], (stored, logged(caplog))
+        assert events.stored == 3 and events.fallbacks == 2 and events.to_mongo
+        reasons = [r.args.get("log_error", "") for r in caplog.records if r.name == "pipeline.events" and r.args]
+        assert any("duplicate" in why.lower() for why in reasons) and "not storable in MongoDB" in reasons
+    finally:
+        events.close()
+        client.close()
