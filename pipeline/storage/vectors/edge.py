@@ -428,7 +428,7 @@ class EdgeVectorStore(VectorStore):
         batch = self._batch(requests, filters, exact, with_payload=False)
         with self._lock:
             answers = self.shard.query_batch(q.QueryBatchRequest(batch))
-        return [[(str(p.id), float(p.score)) for p in points] for points in answers]
+        return [[(p.id, float(p.score)) for p in points] for points in answers]
 
     def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
         if self._shard is None:
@@ -442,7 +442,7 @@ class EdgeVectorStore(VectorStore):
         )
         with self._lock:
             points = self.shard.query(request)
-        return [(str(p.id), float(p.score)) for p in points]
+        return [(p.id, float(p.score)) for p in points]
 
     def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
         q = _edge()
@@ -458,14 +458,14 @@ class EdgeVectorStore(VectorStore):
         ]  # fmt: skip
         with self._lock:
             answers = iter(self.shard.query_batch(q.QueryBatchRequest(batch)))
-        return [{str(p.id): float(p.score) for p in next(answers)} if keys else {} for _, keys in wanted]
+        return [{p.id: float(p.score) for p in next(answers)} if keys else {} for _, keys in wanted]
 
     def _payloads(self, keys: list) -> dict:
         if not keys or self._shard is None:
             return {}
         with self._lock:
             records = self.shard.retrieve(list(keys), with_payload=True, with_vector=False)
-        return {str(r.id): dict(r.payload or {}) for r in records}
+        return {r.id: dict(r.payload or {}) for r in records}
 
     def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
         if self._shard is None:
