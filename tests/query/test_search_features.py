@@ -164,7 +164,7 @@ def test_unit_vectors_are_unit():  # the mixing of photo and words keeps a unit 
 def test_hybrid_order_needs_product_ids_only_for_its_contenders():
     """The store reads payloads only for the lexical matches and ``contenders``: the order must be the one every
     product id gives, ties (equal fused ranks) and pinned names included."""
-    from pipeline.storage.vectors.lexical import contenders, fuse_rankings
+    from pipeline.storage.vectors.lexical import RankFusion, fuse_rankings
 
     rng = np.random.default_rng(7)
     for trial in range(300):
@@ -176,7 +176,7 @@ def test_hybrid_order_needs_product_ids_only_for_its_contenders():
         names = {k: (None, "red scarf" if rng.random() < 0.05 else f"thing {k}") for k in lexical}
         limit = int(rng.integers(1, 12))
         full = fuse_rankings(dense, lexical, names, query, limit, 20, ids)
-        wanted = contenders(dense, lexical, names, query, limit, 20)
+        wanted = RankFusion(dense, lexical, names, query, 20).contenders(limit)
         assert set(full) <= wanted, trial
         known = {k: ids[k] for k in wanted | set(lexical)}
         assert fuse_rankings(dense, lexical, names, query, limit, 20, known) == full, trial

@@ -49,38 +49,43 @@ RRF_K = 60  # the usual constant of reciprocal rank fusion: ranks matter, raw BM
 def pinned(lexical: list, names: dict, query: str) -> set:
     """The keys among the lexical matches whose SKU or whole name is the query: they come first in a hybrid answer."""
     wanted = normalised(query)
-    return {k for k in lexical if wanted and wanted in tuple(normalised(n) for n in names.get(k, ()))}
+    if not wanted:
+        return set()
+    return {k for k in lexical if any(n and normalised(n) == wanted for n in names.get(k, ()))}
+
+
+class RankFusion:
+    """One hybrid fusion of the dense ranking (keys best first) and the lexical one, scored once: reciprocal rank
+    fusion, with any product whose SKU or whole name is the query first. ``names``: key -> (SKU, name)."""
+
+    def __init__(self, dense: list, lexical: list, names: dict, query: str, rrf_k: int = RRF_K) -> None:
+        self.scores: dict = {}
+        for ranking in (dense, lexical):
+            for rank, key in enumerate(ranking, start=1):
+                self.scores[key] = self.scores.get(key, 0.0) + 1.0 / (rrf_k + rank)
+        self.pinned = pinned(lexical, names, query)
+
+    def order(self, limit: int, ids: dict | None = None) -> list:
+        """The first ``limit`` keys; equal fused ranks in product-id order (``ids``: key -> product id, when keys are
+        not product ids)."""
+        ids, scores, exact = ids or {}, self.scores, self.pinned
+        return sorted(scores, key=lambda k: (k not in exact, -scores[k], str(ids.get(k, k))))[:limit]
+
+    def contenders(self, limit: int) -> set:
+        """The keys that can be among ``order(limit)``, whatever the product ids: the pinned ones and every key whose
+        fused score reaches the ``limit``-th best. Only these need their product id (the tie-break), so a store
+        reads the payloads of these and of the lexical matches (for ``names``), not of every candidate."""
+        rest = sorted(-score for key, score in self.scores.items() if key not in self.pinned)
+        rest = rest[: max(0, limit - len(self.pinned))]
+        if not rest:
+            return set(self.pinned)
+        bar = -rest[-1]
+        return self.pinned | {key for key, score in self.scores.items() if score >= bar}
 
 
 def fuse_rankings(
     dense: list, lexical: list, names: dict, query: str, limit: int, rrf_k: int = RRF_K, ids: dict | None = None
 ) -> list:
-    """The hybrid order of keys: reciprocal rank fusion of the dense ranking (keys best first) and the lexical one,
-    with any product whose SKU or whole name is the query first; equal fused ranks in product-id order (``ids``: key
-    -> product id, when keys are not product ids). ``names``: key -> (SKU, name). The one definition, used by the
-    stores and by ``evaluate --check``'s reference."""
-    fused = _rrf(dense, lexical, rrf_k)
-    exact = pinned(lexical, names, query)
-    ids = ids or {}
-    return sorted(fused, key=lambda k: (k not in exact, -fused[k], str(ids.get(k, k))))[:limit]
-
-
-def contenders(dense: list, lexical: list, names: dict, query: str, limit: int, rrf_k: int = RRF_K) -> set:
-    """The keys that can be among ``fuse_rankings``' first ``limit``, whatever the product ids: the pinned ones and
-    every key whose fused score reaches the ``limit``-th best. Only these need their product id (the tie-break), so a
-    store reads the payloads of these and of the lexical matches (``names``), not of every candidate."""
-    fused = _rrf(dense, lexical, rrf_k)
-    exact = pinned(lexical, names, query)
-    rest = sorted((-score for key, score in fused.items() if key not in exact))[: max(0, limit - len(exact))]
-    if not rest:
-        return set(exact)
-    bar = -rest[-1]
-    return set(exact) | {key for key, score in fused.items() if score >= bar}
-
-
-def _rrf(dense: list, lexical: list, rrf_k: int) -> dict:
-    fused: dict = {}
-    for ranking in (dense, lexical):
-        for rank, key in enumerate(ranking, start=1):
-            fused[key] = fused.get(key, 0.0) + 1.0 / (rrf_k + rank)
-    return fused
+    """The hybrid order of keys (``RankFusion.order``). The one definition, used by the stores and by
+    ``evaluate --check``'s reference."""
+    return RankFusion(dense, lexical, names, query, rrf_k).order(limit, ids)

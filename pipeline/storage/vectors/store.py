@@ -21,7 +21,7 @@ import numpy as np
 from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
-from .lexical import RRF_K, contenders, fuse_rankings, query_vector
+from .lexical import RRF_K, RankFusion, query_vector
 from .types import CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
@@ -317,10 +317,9 @@ class VectorStore:
         # ties), not for every candidate: half the reads.
         candidates = self._payloads(lexical_keys)
         names = {k: (p.get("SKU"), p.get("name")) for k, p in candidates.items()}
-        wanted = contenders(dense_keys, lexical_keys, names, text, limit, rrf_k)
-        candidates.update(self._payloads([k for k in wanted if k not in candidates]))
-        ids = {k: p.get("product_id") for k, p in candidates.items()}
-        order = fuse_rankings(dense_keys, lexical_keys, names, text, limit, rrf_k, ids)
+        fusion = RankFusion(dense_keys, lexical_keys, names, text, rrf_k)
+        candidates.update(self._payloads([k for k in fusion.contenders(limit) if k not in candidates]))
+        order = fusion.order(limit, {k: p.get("product_id") for k, p in candidates.items()})
         dense_score = {k: s for s, k in dense}
         dense_score.update(self._fused_among(q, text_weight, [k for k in order if k not in dense_score]))
         return [
