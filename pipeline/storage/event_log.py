@@ -69,6 +69,7 @@ class EventLog:
         self.stored = 0  # events inserted into MongoDB
         self._retry_s = retry_s
         self._linger_s = linger_s
+        self._hurry = threading.Event()  # set while someone waits in flush(): no lingering then
         self._backoff = retry_s[0]
         self._down_since: float | None = None  # monotonic time of the failure that sent events to the log
         self._retry_at = 0.0
@@ -91,7 +92,7 @@ class EventLog:
         while True:
             batch = [self._queue.get()]
             if batch[0] is not None and self._linger_s > 0:
-                time.sleep(self._linger_s)
+                self._hurry.wait(self._linger_s)
             while len(batch) < BATCH_MAX and batch[-1] is not None:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -169,10 +170,14 @@ class EventLog:
         return True
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until queued events are stored (tests and shutdown)."""
+        """Wait until queued events are stored (tests and shutdown); a batch being collected goes at once."""
         done = threading.Event()
         threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
-        done.wait(timeout)
+        self._hurry.set()
+        try:
+            done.wait(timeout)
+        finally:
+            self._hurry.clear()
 
     def close(self) -> None:
         self.flush()
