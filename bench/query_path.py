@@ -14,7 +14,8 @@ documents), measured in one process, interleaved round by round
 Also prints where the end-to-end time goes (the matcher's own per-stage timings). ``--profile`` runs extra cache
 misses under pyinstrument (if installed) and prints the call tree.
 
-Run: ``.venv/bin/python -m bench.query_path [--repeats 40] [--products 10000] [--json OUT] [--profile]``.
+Run: ``.venv/bin/python -m bench.query_path [--repeats 40] [--products 10000] [--json OUT] [--profile]
+[--no-fused-vector]``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p = c.parser(__doc__)
     p.add_argument("--products", type=int, default=None, help="catalogue size (default 10,000; 100 with --smoke)")
     p.add_argument("--profile", action="store_true", help="profile extra cache misses with pyinstrument")
+    p.add_argument(
+        "--no-fused-vector",
+        action="store_true",
+        help="a collection without stored fused vectors (VECTOR_FUSED=0): text queries fused at query time",
+    )
     args = p.parse_args(argv)
     rounds = c.repeats(args, 40)
     rest_s = 0.01 if args.smoke else REST_S
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"only {len(photos)} query photos for {rounds} rounds; use --repeats {len(photos) // 6 - 3}")
 
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", model_repository=repo)
+        settings = Settings(data_dir=Path(tmp) / "data", model_repository=repo, vector_fused=not args.no_fused_vector)
         with Pipeline(settings) as pipe:
             encoder, matcher = pipe.encoder, pipe.matcher
             backend, pre = encoder.backend, encoder.preprocessor

@@ -454,7 +454,10 @@ class Child:
             rescore=tuning.rescores(cfg["products"]) if tuning.quantized else None,
             compact_memory=tuning.compact_memory if tuning.quantized else None,
         )
-        card = ModelCard("bench-synthetic", "clip", "synthetic", "-", "fp32", cfg["dim"], 77, 224, {"synthetic": "0"})
+        card = ModelCard(
+            "bench-synthetic", "clip", "synthetic", "-", "fp32", cfg["dim"], 77, 224, {"synthetic": "0"},
+            text_weight=TEXT_WEIGHT,
+        )  # fmt: skip
         root = Path(cfg["data"])
         if cfg.get("reuse") and (root / "shard").is_dir():
             self.note(f"serving the kept build in {root} (--reuse): nothing is upserted or optimised")
@@ -817,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rescore", choices=["on", "off"], help="Edge: override IndexTuning.rescore")
     p.add_argument("--compact-memory", choices=["pinned", "cold"], help="Edge: override IndexTuning.compact_memory")
     p.add_argument("--no-warm", action="store_true", help="Edge: IndexTuning.warm_after_open off (VECTOR_WARM=0)")
+    p.add_argument("--no-fused-vector", action="store_true", help="Edge: IndexTuning.fused_vector off (VECTOR_FUSED=0)")
     p.add_argument("--hnsw-ef", type=int, help="Edge: override IndexTuning.hnsw_ef")
     p.add_argument("--m", type=int, help="Edge: override IndexTuning.hnsw_m")
     p.add_argument("--ef-construct", type=int, help="Edge: override IndexTuning.hnsw_ef_construct")
@@ -865,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             "compact_memory": args.compact_memory,
             "rescore": None if args.rescore is None else args.rescore == "on",
             "warm_after_open": False if args.no_warm else None,
+            "fused_vector": False if args.no_fused_vector else None,
         }.items()
         if value is not None
     }

@@ -126,6 +126,11 @@ class IndexTuning:
     # 4.1-4.3 ms, but the cached pages the queries then map count as RSS (1.8 -> 3.8 GiB VmRSS after the benchmark's
     # queries); on a slow disk filtered 16 -> 9 ms. Off by default (VECTOR_WARM=1 turns it on).
     warm_after_open: bool = False
+    # New collections store a third vector, w·text + (1−w)·image, so a text query is one search instead of the
+    # threshold algorithm's two and more (vectors/store.py). 10,000 products, bench.query_path: text search alone
+    # 3.7 -> 1.2-1.3 ms, hybrid 6.8 -> 3.5-4.0 ms; the cost is a third more vectors on disk and in the HNSW build
+    # (bench/README.md). A collection keeps what it was made with (VECTOR_FUSED=0: without).
+    fused_vector: bool = True
 
     @property
     def quantized(self) -> bool:
@@ -163,6 +168,7 @@ class Settings:
     vector_storage: str = IndexTuning.storage
     hnsw_ef: int | None = None  # None: chosen by the collection's size (IndexTuning.ef_for)
     vector_warm: bool = IndexTuning.warm_after_open
+    vector_fused: bool = IndexTuning.fused_vector  # new collections store w·text + (1−w)·image
     mongodb_uri: str | None = None
     mongo_timeout_ms: int = 3000
     cache_size_mb: int = 256
@@ -198,6 +204,7 @@ class Settings:
             vector_storage=env_choice(env, "VECTOR_STORAGE", IndexTuning.storage, VECTOR_STORAGES),
             hnsw_ef=env_int(env, "QDRANT_HNSW_EF", 0, low=0) or None,
             vector_warm=env_flag(env, "VECTOR_WARM") if env_text(env, "VECTOR_WARM") else IndexTuning.warm_after_open,
+            vector_fused=env_flag(env, "VECTOR_FUSED") if env_text(env, "VECTOR_FUSED") else IndexTuning.fused_vector,
             mongodb_uri=env_text(env, "MONGODB_URI"),
             mongo_timeout_ms=env_int(env, "MONGO_TIMEOUT_MS", 3000, low=1),
             cache_size_mb=env_int(env, "CACHE_SIZE_MB", 256, low=1),
@@ -241,7 +248,11 @@ class Settings:
     @property
     def index_tuning(self) -> IndexTuning:
         return replace(
-            IndexTuning(), storage=self.vector_storage, hnsw_ef=self.hnsw_ef, warm_after_open=self.vector_warm
+            IndexTuning(),
+            storage=self.vector_storage,
+            hnsw_ef=self.hnsw_ef,
+            warm_after_open=self.vector_warm,
+            fused_vector=self.vector_fused,
         )
 
     @property

@@ -63,9 +63,11 @@ def test_build_ingest_match_status(tmp_path, clip_folder, cli_env):
     status = run("status", env=cli_env)
     assert "Qdrant Edge 0.9.0 at" in status.stdout and "searched exactly" in status.stdout
     assert "MiB on disk" in status.stdout and "MiB mapped in memory" in status.stdout
+    assert "text queries one search of the stored w·text + (1−w)·photo vectors" in status.stdout
     assert "10 products, catalogue version 1" in status.stdout and "in-process onnxruntime: ok" in status.stdout
     data = json.loads(run("status", "--json", env=cli_env).stdout)
     assert data["model"]["name"] == "tiny-clip" and data["mongo"]["products"] == 10
+    assert 0 < data["qdrant"]["fused_weight"] < 1
     assert not list((tmp_path / "data" / "mongo").glob("server.json")), "the local server was stopped on exit"
 
 

@@ -27,6 +27,7 @@ BAD = {
     "QDRANT_HNSW_EF": "-3",
     "VECTOR_STORAGE": "tape",
     "VECTOR_WARM": "perhaps",
+    "VECTOR_FUSED": "maybe",
     "MATCH_THRESHOLD": "high",
     "SIMILAR_THRESHOLD": "inf",
 }
@@ -49,6 +50,8 @@ def test_app_settings_use_the_same_parsers():
     assert not Settings.from_env({}).index_tuning.warm_after_open
     assert Settings.from_env({"VECTOR_WARM": "1"}).index_tuning.warm_after_open
     assert not Settings.from_env({"VECTOR_WARM": "0"}).index_tuning.warm_after_open
+    assert Settings.from_env({}).index_tuning.fused_vector
+    assert not Settings.from_env({"VECTOR_FUSED": "0"}).index_tuning.fused_vector
 
 
 COMMANDS = [

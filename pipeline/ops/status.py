@@ -57,6 +57,7 @@ def collect(pipeline) -> dict:
             collection_id=info.collection_id,
             built_by=info.model_name,
             model_matches=not info.exists or card is None or info.model_identity == card.identity,
+            fused_weight=info.fused_weight,
         )
     else:
         qdrant.update(mode="Qdrant server" if settings.qdrant_url else "Qdrant Edge", error=stats)
@@ -110,6 +111,12 @@ def render(report: dict) -> str:
         if "disk_bytes" in q:
             state += f", {_mib(q['disk_bytes'])} on disk, {_mib(q['mapped_resident_bytes'])} mapped in memory"
         state += f", vectors stored {STORAGE_WORDS.get(q.get('storage'), q.get('storage'))}"
+        if q.get("products"):
+            state += (
+                f", text queries one search of the stored w·text + (1−w)·photo vectors (w {q['fused_weight']:g})"
+                if q.get("fused_weight") is not None
+                else ", text queries fused at query time (no stored fused vectors: --reset stores them)"
+            )
         if not q["model_matches"]:
             state += f", BUILT BY ANOTHER MODEL ({q['built_by']}): re-ingest with --reset"
     else:

@@ -110,14 +110,19 @@ def test_an_opened_shard_is_read_ahead_then_its_hot_files_then_the_originals_if_
     finally:
         store.close()
     shard_dir = root / "shard"
-    assert len(page_cache.compact_on_disk(shard_dir)) == (2 if compact == "cold" else 0)  # an appendable chunk each
+    # an appendable chunk for each dense vector: image, text and the stored fused one
+    assert len(page_cache.compact_on_disk(shard_dir)) == (3 if compact == "cold" else 0)
     assert page_cache.payloads(shard_dir) and page_cache.originals_on_disk(shard_dir)
     monkeypatch.setattr(page_cache, "IN_PROCESS_BELOW", 0)  # children even for a tiny shard
     for warm in (True, False):
         again = EdgeVectorStore(root, IndexTuning(warm_after_open=warm))  # the shard keeps how it was built
         try:
-            hot = [str(p) for p in page_cache.compact_on_disk(shard_dir) + page_cache.payloads(shard_dir)]
-            originals = [str(p) for p in page_cache.originals_on_disk(shard_dir)]
+            # the text vectors, searched only at another weight than the stored fused vectors', are not read ahead
+            skip = ("text",)
+            hot = [str(p) for p in page_cache.compact_on_disk(shard_dir, skip) + page_cache.payloads(shard_dir)]
+            originals = [str(p) for p in page_cache.originals_on_disk(shard_dir, skip)]
+            assert not any("vector_storage-text" in a for a in hot + originals)
+            assert any("vector_storage-fused" in a for a in originals)
             opening, after = (r.args[4:] for r in again._readers)
             assert any("quantized" in a for a in opening) is (compact == "pinned")
             assert after == ([*hot, "--steady", *originals] if warm else hot)

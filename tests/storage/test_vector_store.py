@@ -33,8 +33,11 @@ CATEGORIES = ("Shoes", "Bags", "Watches", "Shirts")
 BRANDS = ("Acme", "Northwind", "Globex")
 
 
-def card(dim: int = DIM, identity: str = "a") -> ModelCard:
-    return ModelCard("test model", "clip", "s", "r", "fp32", dim, 77, 64, {"clip_text": identity, "clip_visual": "b"})
+def card(dim: int = DIM, identity: str = "a", text_weight: float = 0.5) -> ModelCard:
+    return ModelCard(
+        "test model", "clip", "s", "r", "fp32", dim, 77, 64, {"clip_text": identity, "clip_visual": "b"},
+        text_weight=text_weight,
+    )  # fmt: skip
 
 
 def unit(rng, n: int, d: int = DIM) -> np.ndarray:
@@ -80,8 +83,10 @@ def catalogue():
     return images, texts, products
 
 
-def filled(store, products):
-    store.ensure(card())
+def filled(store, products, text_weight: float = 0.5):
+    """The store holding ``products``, made for a model whose text weight (that of its stored fused vectors) is
+    ``text_weight``."""
+    store.ensure(card(text_weight=text_weight))
     with store.changing():
         for start in range(0, len(products), 128):
             store.upsert(products[start : start + 128])
@@ -153,11 +158,27 @@ def test_image_search_and_filters_equal_brute_force(store, catalogue, f):
             assert hits[0].payload["name"].startswith("Product")
 
 
+# "stored": the collection's fused vectors were made at the query's weight (one search); "other weight": at another
+# weight, and "none": a collection made without them (as before they existed), so the threshold algorithm fuses the
+# two vectors' rankings.
+FUSION_PATHS = ["stored", "other weight", "none"]
+
+
+def filled_for(store, products, w: float, path: str):
+    if path == "none":
+        store.tuning = replace(store.tuning, fused_vector=False)
+    filled(store, products, text_weight=0.3 if path == "other weight" else w)
+    assert store._stores_fused(w) is (path == "stored")
+    assert len(store.info().dense_vectors()) == (2 if path == "none" else 3)
+    return store
+
+
+@pytest.mark.parametrize("path", FUSION_PATHS)
 @pytest.mark.parametrize("f", FILTERS[:5], ids=lambda f: str(f.key()))
 @pytest.mark.parametrize("w", [0.5, 0.7, 0.95])
-def test_text_fusion_equals_brute_force(store, catalogue, f, w):
+def test_text_fusion_equals_brute_force(store, catalogue, f, w, path):
     images, texts, products = catalogue
-    filled(store, products)
+    filled_for(store, products, w, path)
     keep = mask(products, f)
     rng = np.random.default_rng(2)
     for q in unit(rng, 4):
@@ -170,9 +191,10 @@ def test_text_fusion_equals_brute_force(store, catalogue, f, w):
                 assert h.score == pytest.approx(float(fused[i]), abs=1e-5)
 
 
-def test_text_fusion_stays_exact_when_text_and_photo_disagree(store):
+@pytest.mark.parametrize("path", FUSION_PATHS)
+def test_text_fusion_stays_exact_when_text_and_photo_disagree(store, path):
     """Text and photo vectors pointing away from each other push the best fused products deep into both lists, so
-    the fusion must widen its candidate lists before it can stop."""
+    the query-time fusion must widen its candidate lists before it can stop (the stored one has nothing to widen)."""
     rng = np.random.default_rng(3)
     q = unit(rng, 1)[0]
     texts = unit(rng, N)
@@ -181,7 +203,7 @@ def test_text_fusion_stays_exact_when_text_and_photo_disagree(store):
     images = -texts + 0.05 * unit(rng, N)
     images /= np.linalg.norm(images, axis=1, keepdims=True)
     products = [IndexedProduct(f"p{i}", images[i], texts[i], {"name": str(i)}) for i in range(N)]
-    filled(store, products)
+    filled_for(store, products, 0.6, path)
     fused = 0.6 * (texts @ q) + 0.4 * (images @ q)
     hits = store.search_text(q, 0.6, 10)
     assert [h.product_id for h in hits] == brute(fused, np.ones(N, bool), 10)
@@ -430,12 +452,13 @@ def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storag
             json.loads(f.read_text()) for f in root.glob("shard/segments/*/vector_storage-*/quantized.config.json")
         ]
         full = [b for b in built if b["vector_parameters"].get("count") == n]
-        assert len(full) == 2 and {kind} == {next(iter(b["quantization_config"])) for b in full}
+        assert len(full) == len(store.info().dense_vectors()) == 3  # image, text and the stored fused vector
+        assert {kind} == {next(iter(b["quantization_config"])) for b in full}
         # The files read ahead on opening, the compact copies read after it (cold by default) and the originals
         # warmed later are the pinned engine's names for them
         ahead = {(p.parent.name, p.name) for p in files_read_on_open(root / "shard")}
         hot = {(p.parent.name, p.name) for p in compact_on_disk(root / "shard")}
-        for name in ("image", "text"):
+        for name in ("image", "text", "fused"):
             assert (f"vector_storage-{name}", "quantized.data") in hot
             assert (f"vector_index-{name}", "links_compressed.bin") in ahead
         assert {(p.parent.name, p.name) for p in originals_on_disk(root / "shard")} >= {

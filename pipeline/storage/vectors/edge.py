@@ -43,9 +43,9 @@ from .page_cache import files_read_on_open, hot_list, read_in_background, warm_l
 from .store import IndexTuning, VectorStore, full_scan_kb
 from .types import (
     FLOAT_FIELDS,
+    FUSED,
     KEYWORD_FIELDS,
     LEXICAL,
-    VECTOR_NAMES,
     CollectionInfo,
     Filters,
     Hit,
@@ -175,7 +175,9 @@ class EdgeVectorStore(VectorStore):
             if "WouldBlock" in text or "Resource temporarily unavailable" in text:
                 raise BackendUnavailable(IN_USE.format(path=self.root)) from None
             raise BackendUnavailable(f"The vector index in {self.root} cannot be opened: {text}") from err
-        self._read_ahead(hot_list(path), warm_list(path) if self.tuning.warm_after_open else [])
+        # Beside stored fused vectors the text vectors are searched only by a query at another weight: not read ahead.
+        skip = ("text",) if FUSED in (self._built_config_of(path).get("vectors") or {}) else ()
+        self._read_ahead(hot_list(path, skip), warm_list(path, skip) if self.tuning.warm_after_open else [])
         return shard
 
     def _read_ahead(self, first: list[Path], then_steadily: list[Path] | tuple = ()) -> None:
@@ -201,8 +203,12 @@ class EdgeVectorStore(VectorStore):
 
     def _built_config(self) -> dict:
         """The shard's own ``edge_config.json`` (what it was built with), or {} where it cannot be read."""
+        return self._built_config_of(self.shard_dir)
+
+    @staticmethod
+    def _built_config_of(shard_dir: Path) -> dict:
         try:
-            return json.loads((self.shard_dir / "edge_config.json").read_text())
+            return json.loads((shard_dir / "edge_config.json").read_text())
         except (OSError, ValueError):
             return {}
 
@@ -273,7 +279,7 @@ class EdgeVectorStore(VectorStore):
                 name: q.EdgeVectorParams(
                     size=dim, distance=q.Distance.Dot, memory=memory, quantization_config=quantization
                 )
-                for name in VECTOR_NAMES
+                for name in info.dense_vectors()
             },
             hnsw_config=q.HnswIndexConfig(
                 m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=full_scan_kb(dim)
@@ -318,12 +324,10 @@ class EdgeVectorStore(VectorStore):
     # -- points -------------------------------------------------------------------------------------------------------
     def _upsert(self, products: list[IndexedProduct]) -> None:
         q = _edge()
+        info = self._read_info()
         points = []
         for p in products:
-            vectors = {
-                "image": np.asarray(p.image, np.float32).tolist(),
-                "text": np.asarray(p.text, np.float32).tolist(),
-            }
+            vectors: dict = info.dense_of(p)
             if words := document_vector(p.lexical):
                 vectors[LEXICAL] = q.SparseVector(*words)
             points.append(q.Point(point_id(p.product_id), vectors, {"product_id": p.product_id, **p.payload}))
@@ -475,13 +479,8 @@ class EdgeVectorStore(VectorStore):
         return [(str(h.value), int(h.count)) for h in response]
 
     # -- index maintenance --------------------------------------------------------------------------------------------
-    def _unindexed(self) -> int:
-        with self._lock:
-            info = self.shard.info()
-        return info.points_count * len(VECTOR_NAMES) - info.indexed_vectors_count
-
     def searches_exactly(self) -> bool:
-        """No HNSW graph: the engine counts each point's lexical vector as indexed, and HNSW adds both dense ones."""
+        """No HNSW graph: the engine counts each point's lexical vector as indexed, and HNSW adds each dense one."""
         if self._shard is None:
             return True
         with self._lock:

@@ -83,19 +83,21 @@ def files_read_on_open(shard_dir: Path) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _stored_on_disk(shard_dir: Path, compact: bool) -> list[Path]:
-    """Per segment and dense vector kept on disk, its compact copy's files (``compact``) or its originals'."""
+def _stored_on_disk(shard_dir: Path, compact: bool, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Per segment and dense vector kept on disk (but those named in ``skip``), its compact copy's files
+    (``compact``) or its originals'."""
     out: list[Path] = []
     for segment in _segments(shard_dir):
         for name, originals_cold, compact_cold in _vectors(shard_dir):
-            if compact_cold if compact else originals_cold:
+            if name not in skip and (compact_cold if compact else originals_cold):
                 out += _files(segment / f"vector_storage-{name}", *(QUANTIZED if compact else ORIGINALS))
     return out
 
 
-def compact_on_disk(shard_dir: Path) -> list[Path]:
-    """The compact copies kept on disk (``compact_memory`` cold, the default): every query reads them."""
-    return _stored_on_disk(shard_dir, compact=True)
+def compact_on_disk(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
+    """The compact copies kept on disk (``compact_memory`` cold, the default): every query reads them (``skip``: the
+    vectors no query searches)."""
+    return _stored_on_disk(shard_dir, compact=True, skip=skip)
 
 
 def payloads(shard_dir: Path) -> list[Path]:
@@ -103,9 +105,9 @@ def payloads(shard_dir: Path) -> list[Path]:
     return [p for segment in _segments(shard_dir) for p in _files(segment, "payload_storage/*")]
 
 
-def originals_on_disk(shard_dir: Path) -> list[Path]:
+def originals_on_disk(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     """The float32 originals left on disk: rescoring reads a few candidates' at random (4 GB at 1,000,000 products)."""
-    return _stored_on_disk(shard_dir, compact=False)
+    return _stored_on_disk(shard_dir, compact=False, skip=skip)
 
 
 def read_ahead(paths: list[str] | list[Path], steady: bool = False) -> int:
@@ -186,17 +188,18 @@ def read_in_background(first: list[Path], then_steadily: list[Path] | tuple = ()
         return None
 
 
-def hot_list(shard_dir: Path) -> list[Path]:
+def hot_list(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     """Read at full speed right after the open, whatever ``warm_after_open`` says: the compact copies on disk and the
-    payloads, which the first queries read anyway, where they fit in free memory."""
-    hot = compact_on_disk(shard_dir) + payloads(shard_dir)
+    payloads, which the first queries read anyway, where they fit in free memory. ``skip``: dense vectors no query
+    searches (``text`` beside a stored ``fused`` one)."""
+    hot = compact_on_disk(shard_dir, skip) + payloads(shard_dir)
     return hot if fits(hot, mem_available()) else []
 
 
-def warm_list(shard_dir: Path) -> list[Path]:
+def warm_list(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     """Read steadily after those where ``warm_after_open``: the originals, where they fit in free memory (else not:
     they would be thrashed)."""
-    later = originals_on_disk(shard_dir)
+    later = originals_on_disk(shard_dir, skip)
     return later if fits(later, mem_available()) else []
 
 

@@ -25,7 +25,6 @@ from .types import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
     LEXICAL,
-    VECTOR_NAMES,
     CollectionInfo,
     Filters,
     Hit,
@@ -110,7 +109,7 @@ class ServerVectorStore(VectorStore):
                     name: models.VectorParams(
                         size=card.embedding_dim, distance=models.Distance.DOT, on_disk=t.storage != "ram"
                     )
-                    for name in VECTOR_NAMES
+                    for name in info.dense_vectors()
                 },
                 hnsw_config=models.HnswConfigDiff(
                     m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=full_scan_kb(card.embedding_dim)
@@ -133,12 +132,10 @@ class ServerVectorStore(VectorStore):
     def _upsert(self, products: list[IndexedProduct]) -> None:
         from qdrant_client import models
 
+        info = self._read_info()
         points = []
         for p in products:
-            vectors: dict = {
-                "image": np.asarray(p.image, np.float32).tolist(),
-                "text": np.asarray(p.text, np.float32).tolist(),
-            }
+            vectors: dict = info.dense_of(p)
             if words := document_vector(p.lexical):
                 vectors[LEXICAL] = models.SparseVector(indices=words[0], values=words[1])
             points.append(

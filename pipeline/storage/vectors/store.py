@@ -2,12 +2,14 @@
 metadata rules, and the model check.
 
 A store holds two named vectors per product, ``image`` (the photo) and ``text`` (the product text), L2-normalised at the
-source so that ``Distance.Dot`` is the cosine. A text query scores ``w·cos(q, text) + (1−w)·cos(q, image)``. Instead of
-storing a third, concatenated vector (which doubled the stored vectors and the index build), the score is fused at
-query time by Fagin's threshold algorithm: the top ``depth`` by each vector, every candidate's missing score fetched
-exactly, and a stopping rule that proves no unseen product can beat the k-th candidate (``w·t_depth + (1−w)·i_depth``,
-the best an unseen product could score); otherwise ``depth`` grows. Over exact search the answer equals brute force;
-over HNSW it is exact over what the index returns.
+source so that ``Distance.Dot`` is the cosine. A text query scores ``w·cos(q, text) + (1−w)·cos(q, image)``, which is
+``q · (w·text + (1−w)·image)``: collections made with ``IndexTuning.fused_vector`` store that weighted sum as a third
+vector (``fused``, 512-d like the others, not a concatenation of both), and a text query at their weight is one search
+of it, exact as any other search. A collection without it (made before it existed, or without it), or a query at
+another weight, is fused at query time by Fagin's threshold algorithm: the top ``depth`` by each vector, every
+candidate's missing score fetched exactly, and a stopping rule that proves no unseen product can beat the k-th
+candidate (``w·t_depth + (1−w)·i_depth``, the best an unseen product could score); otherwise ``depth`` grows. Over
+exact search both answers equal brute force; over HNSW they are exact over what the index returns.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
 from .lexical import RRF_K, RankFusion, query_vector
-from .types import CollectionInfo, Filters, Hit, IndexedProduct
+from .types import FUSED, CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
 
@@ -163,7 +165,9 @@ class VectorStore:
             if not info.exists:
                 import uuid
 
-                info = CollectionInfo(uuid.uuid4().hex, card.identity, card.label, 0)
+                w = float(card.text_weight)
+                fused = w if self.tuning.fused_vector and 0.0 < w < 1.0 else None  # at 0 or 1 it is a stored one
+                info = CollectionInfo(uuid.uuid4().hex, card.identity, card.label, 0, fused_weight=fused)
                 self._create(card, info)
         self.check_model(card)
         return self.info()
@@ -247,10 +251,20 @@ class VectorStore:
         self, vector: np.ndarray, text_weight: float, limit: int, filters: Filters | None = None, exact: bool = False
     ) -> list[Hit]:
         """Products ranked by ``w·cos(q, text) + (1−w)·cos(q, image)`` (see the module docstring)."""
-        return self._hits(self._fused(np.asarray(vector, np.float32), text_weight, limit, filters or Filters(), exact))
+        q, stored = np.asarray(vector, np.float32), self._stores_fused(text_weight)
+        return self._hits(self._fused(q, text_weight, limit, filters or Filters(), exact, stored))
 
-    def _fused(self, q: np.ndarray, w: float, limit: int, filters: Filters, exact: bool) -> list[tuple[float, str]]:
-        """(fused score, point key), best first: the threshold algorithm of the module docstring."""
+    def _stores_fused(self, w: float) -> bool:
+        """Whether the collection's stored ``fused`` vectors were made at this text weight."""
+        return self.info().fused_weight == float(w)
+
+    def _fused(
+        self, q: np.ndarray, w: float, limit: int, filters: Filters, exact: bool, stored: bool
+    ) -> list[tuple[float, str]]:
+        """(fused score, point key), best first: one search of the stored fused vectors (``stored``), else the
+        threshold algorithm of the module docstring."""
+        if stored:
+            return [(s, k) for k, s in self._scored([(q, FUSED, limit)], filters, exact)[0]]
         w = float(w)
         if w >= 1.0 or w <= 0.0:
             return [(s, k) for k, s in self._scored([(q, "text" if w >= 1.0 else "image", limit)], filters, exact)[0]]
@@ -273,10 +287,12 @@ class VectorStore:
             depth *= 4
         return top
 
-    def _fused_among(self, q: np.ndarray, w: float, keys: list) -> dict:
+    def _fused_among(self, q: np.ndarray, w: float, keys: list, stored: bool) -> dict:
         """The fused score of these points exactly, whatever their rank."""
         if not keys:
             return {}
+        if stored:
+            return self._scored_among(q, [(FUSED, keys)])[0]
         text, image = self._scored_among(q, [("text", keys), ("image", keys)])
         return {k: w * text[k] + (1 - w) * image[k] for k in keys if k in text and k in image}
 
@@ -305,10 +321,10 @@ class VectorStore:
         """The dense ranking (as ``search_text``) and the BM25 ranking fused by reciprocal rank fusion; a product
         whose SKU or whole name is the query comes first. Each hit's score stays its dense score (what the match
         levels are calibrated on); only the order is hybrid. No lexical match: the dense ranking as it is."""
-        q, filters = np.asarray(vector, np.float32), filters or Filters()
+        q, filters, stored = np.asarray(vector, np.float32), filters or Filters(), self._stores_fused(text_weight)
         depth = max(HYBRID_DEPTH, 3 * limit)
         lexical = self._lexical_keys(text, depth, filters)
-        dense = self._fused(q, text_weight, depth if lexical else limit, filters, False)
+        dense = self._fused(q, text_weight, depth if lexical else limit, filters, False, stored)
         if not lexical:
             return self._hits(dense)
         dense_keys, lexical_keys = [k for _, k in dense], [k for k, _ in lexical]
@@ -321,7 +337,7 @@ class VectorStore:
         candidates.update(self._payloads([k for k in fusion.contenders(limit) if k not in candidates]))
         order = fusion.order(limit, {k: p.get("product_id") for k, p in candidates.items()})
         dense_score = {k: s for s, k in dense}
-        dense_score.update(self._fused_among(q, text_weight, [k for k in order if k not in dense_score]))
+        dense_score.update(self._fused_among(q, text_weight, [k for k in order if k not in dense_score], stored))
         return [
             Hit(candidates[k]["product_id"], dense_score[k], candidates[k])
             for k in order

@@ -13,12 +13,20 @@ __all__ = ["Filters"]  # the query's filters, turned into each engine's conditio
 
 ID_NAMESPACE = uuid.UUID("8f5d3a52-8a3e-4c55-9d5b-3f0a2c1f7e11")
 VECTOR_NAMES = ("image", "text")
+# w·text + (1−w)·image, stored beside the two in collections made with IndexTuning.fused_vector: a text query's
+# score is then one search (store.py's module docstring).
+FUSED = "fused"
 LEXICAL = "bm25"  # the sparse vector: BM25 over the product's words (name, brand, SKU, category, colour, description)
 # What each point carries besides its vectors: enough to answer when MongoDB is down, and to filter and facet.
 PAYLOAD_FIELDS = ("name", "brand", "category", "color", "price", "image_file", "SKU")
 KEYWORD_FIELDS = ("category", "brand", "color")
 FLOAT_FIELDS = ("price",)
 FACET_FIELDS = ("category", "brand", "color")
+
+
+def fused_vector(image: np.ndarray, text: np.ndarray, weight: float) -> np.ndarray:
+    """The stored vector whose dot product with a query is ``w·cos(q, text) + (1−w)·cos(q, image)`` (both unit)."""
+    return (weight * np.asarray(text, np.float32) + (1.0 - weight) * np.asarray(image, np.float32)).astype(np.float32)
 
 
 def point_id(product_id: str) -> str:
@@ -49,6 +57,8 @@ class CollectionInfo:
     ``collection_id`` is made when the collection is created, so two collections (another ``QDRANT_COLLECTION``,
     another server, a deleted and rebuilt index folder) never share cached answers even at the same version.
     ``writing`` is set while an ingest or a delete is changing the points: answers computed then are not cached.
+    ``fused_weight`` is the text weight of the collection's stored ``fused`` vectors (None: it has none, e.g. made
+    before they existed; its text queries are fused at query time).
     """
 
     collection_id: str = ""
@@ -56,6 +66,7 @@ class CollectionInfo:
     model_name: str = ""
     catalog_version: int = 0
     writing: bool = False
+    fused_weight: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict | None) -> CollectionInfo:
@@ -66,6 +77,7 @@ class CollectionInfo:
             model_name=str(data.get("model_name", "")),
             catalog_version=int(data.get("catalog_version", 0) or 0),
             writing=bool(data.get("writing", False)),
+            fused_weight=None if data.get("fused_weight") is None else float(data["fused_weight"]),
         )
 
     def to_dict(self) -> dict:
@@ -75,7 +87,19 @@ class CollectionInfo:
             "model_name": self.model_name,
             "catalog_version": self.catalog_version,
             "writing": self.writing,
+            "fused_weight": self.fused_weight,
         }
+
+    def dense_vectors(self) -> tuple[str, ...]:
+        """The named dense vectors each point of this collection has."""
+        return (*VECTOR_NAMES, FUSED) if self.fused_weight is not None else VECTOR_NAMES
+
+    def dense_of(self, product: IndexedProduct) -> dict[str, list[float]]:
+        """A product's dense vectors as this collection stores them (lists, as both clients take them)."""
+        vectors = {"image": np.asarray(product.image, np.float32), "text": np.asarray(product.text, np.float32)}
+        if self.fused_weight is not None:
+            vectors[FUSED] = fused_vector(vectors["image"], vectors["text"], self.fused_weight)
+        return {name: v.tolist() for name, v in vectors.items()}
 
     @property
     def exists(self) -> bool:
