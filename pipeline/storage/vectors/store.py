@@ -2,14 +2,15 @@
 metadata rules, and the model check.
 
 A store holds two named vectors per product, ``image`` (the photo) and ``text`` (the product text), L2-normalised at the
-source so that ``Distance.Dot`` is the cosine. A text query scores ``w·cos(q, text) + (1−w)·cos(q, image)``, which is
-``q · (w·text + (1−w)·image)``: collections made with ``IndexTuning.fused_vector`` store that weighted sum as a third
-vector (``fused``, 512-d like the others, not a concatenation of both), and a text query at their weight is one search
-of it, exact as any other search. A collection without it (made before it existed, or without it), or a query at
-another weight, is fused at query time by Fagin's threshold algorithm: the top ``depth`` by each vector, every
-candidate's missing score fetched exactly, and a stopping rule that proves no unseen product can beat the k-th
-candidate (``w·t_depth + (1−w)·i_depth``, the best an unseen product could score); otherwise ``depth`` grows. Over
-exact search both answers equal brute force; over HNSW they are exact over what the index returns.
+source so that ``Distance.Dot`` is the cosine (and, in most collections, the third one below). A text query scores
+``w·cos(q, text) + (1−w)·cos(q, image)``, which is ``q · (w·text + (1−w)·image)``: collections made with
+``IndexTuning.fused_vector`` store that weighted sum as a third vector (``fused``, the size of the others, not a
+concatenation of both), and a text query at their weight is one search of it, exact as any other search. A collection
+without it (made before it existed, or without it), or a query at another weight, is fused at query time by Fagin's
+threshold algorithm: the top ``depth`` by each vector, every candidate's missing score fetched exactly, and a stopping
+rule that proves no unseen product can beat the k-th candidate (``w·t_depth + (1−w)·i_depth``, the best an unseen
+product could score); otherwise ``depth`` grows. Over exact search both answers equal brute force; over HNSW they are
+exact over what the index returns.
 """
 
 from __future__ import annotations
