@@ -209,6 +209,26 @@ def test_text_fusion_stays_exact_when_text_and_photo_disagree(store, path):
     assert [h.product_id for h in hits] == brute(fused, np.ones(N, bool), 10)
 
 
+def test_a_server_text_query_reads_no_metadata_the_query_path_has_just_read(catalogue):
+    """The matcher reads the collection's metadata for the cache key right before it searches; the server adapter
+    decides on the stored fused vectors from that read, not from a second round trip per query."""
+    from qdrant_client import QdrantClient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = QdrantClient(":memory:")
+        store = filled(ServerVectorStore("products", IndexTuning(), client=client, serialize=True), catalogue[2])
+        reads = []
+        real = client.get_collection
+        client.get_collection = lambda *a, **k: reads.append(a) or real(*a, **k)  # counts, then asks the real one
+        q = unit(np.random.default_rng(4), 1)[0]
+        store.info()
+        assert len(reads) == 1
+        assert [h.product_id for h in store.search_text(q, 0.5, 5)] and len(reads) == 1
+        assert store.search_hybrid(q, 0.5, "Product 3", 5) and len(reads) == 1
+    store.close()
+
+
 def test_delete_facets_hashes_and_vectors(store, catalogue):
     images, _, products = catalogue
     filled(store, products)

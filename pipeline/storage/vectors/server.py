@@ -65,6 +65,7 @@ class ServerVectorStore(VectorStore):
         self.client = client if client is not None else QdrantClient(url=url, api_key=api_key, timeout=10)
         self.where = url or "qdrant-client :memory:"
         self._lock = threading.RLock() if serialize else contextlib.nullcontext()
+        self._seen: CollectionInfo | None = None  # the metadata as last read (see _stores_fused)
 
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
@@ -82,7 +83,15 @@ class ServerVectorStore(VectorStore):
             if not self.client.collection_exists(self.collection):
                 return CollectionInfo()
             meta = dict(self.client.get_collection(self.collection).config.metadata or {})
+        self._seen = CollectionInfo.from_dict(meta)
         return CollectionInfo.from_dict(meta)
+
+    def _stores_fused(self, w: float) -> bool:
+        """From the metadata as last read: the query path has just read it for the cache key (the catalogue version),
+        so a text query costs no second round trip for it. A collection recreated by another process between the two
+        reads can fail that one query."""
+        seen = self._seen if self._seen is not None else self._read_info()
+        return seen.fused_weight == float(w)
 
     def _write_info(self, info: CollectionInfo) -> None:
         with self._call("updating the collection's metadata"):
