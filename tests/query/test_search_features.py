@@ -162,21 +162,36 @@ def test_unit_vectors_are_unit():  # the mixing of photo and words keeps a unit 
 
 
 def test_hybrid_order_needs_product_ids_only_for_its_contenders():
-    """The store reads payloads only for the lexical matches and ``contenders``: the order must be the one every
-    product id gives, ties (equal fused ranks) and pinned names included."""
-    from pipeline.storage.vectors.lexical import RankFusion, fuse_rankings
+    """The store reads payloads only for the lexical matches and the contenders before pinning: the order must be
+    the one every product id gives (sorted here over every key, as the definition says), ties (equal fused ranks)
+    and pinned names included."""
+    from pipeline.storage.vectors.lexical import RankFusion, fuse_rankings, pinned
 
     rng = np.random.default_rng(7)
+    pinned_seen = 0
     for trial in range(300):
         keys = [f"k{i:03d}" for i in range(40)]
         dense = list(rng.permutation(keys)[: rng.integers(0, 30)])
         lexical = list(rng.permutation(keys)[: rng.integers(0, 30)])
         ids = {k: f"id-{rng.integers(0, 10**6):06d}" for k in keys}  # tie-break order unlike the keys'
         query = "red scarf"
-        names = {k: (None, "red scarf" if rng.random() < 0.05 else f"thing {k}") for k in lexical}
+        names = {k: (None, "Red  Scarf!" if rng.random() < 0.05 else f"thing {k} red") for k in lexical}
         limit = int(rng.integers(1, 12))
-        full = fuse_rankings(dense, lexical, names, query, limit, 20, ids)
-        wanted = RankFusion(dense, lexical, names, query, 20).contenders(limit)
-        assert set(full) <= wanted, trial
-        known = {k: ids[k] for k in wanted | set(lexical)}
+        rrf = {k: sum(1.0 / (20 + r.index(k) + 1) for r in (dense, lexical) if k in r) for k in set(dense + lexical)}
+        first = pinned(lexical, names, query)
+        pinned_seen += bool(first)
+        full = sorted(rrf, key=lambda k: (k not in first, -rrf[k], ids[k]))[:limit]
+        assert fuse_rankings(dense, lexical, names, query, limit, 20, ids) == full, trial
+        before = RankFusion(dense, lexical, 20).contenders(limit)  # what the store reads, before it knows the names
+        known = {k: ids[k] for k in before | set(lexical)}
         assert fuse_rankings(dense, lexical, names, query, limit, 20, known) == full, trial
+    assert pinned_seen > 10  # the pinned names were exercised
+
+
+def test_a_pinned_name_is_the_query_whatever_its_case_spacing_and_punctuation():
+    from pipeline.storage.vectors.lexical import pinned
+
+    names = {"a": (None, "Red  Scarf!"), "b": ("RS-1", "scarf red"), "c": (None, "red scarfs"), "d": (None, None)}
+    assert pinned(list(names), names, "red scarf") == {"a"}
+    assert pinned(list(names), names, "rs 1") == {"b"}  # the SKU
+    assert pinned(list(names), names, "  ") == set()

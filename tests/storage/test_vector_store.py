@@ -209,6 +209,55 @@ def test_text_fusion_stays_exact_when_text_and_photo_disagree(store, path):
     assert [h.product_id for h in hits] == brute(fused, np.ones(N, bool), 10)
 
 
+WORDS = ("red", "scarf", "wool", "leather", "bag", "shoe", "blue")
+
+
+@pytest.mark.parametrize("path", FUSION_PATHS)
+@pytest.mark.parametrize("f", FILTERS[:4], ids=lambda f: str(f.key()))
+def test_hybrid_search_is_its_definition_over_brute_force(store, catalogue, f, path):
+    """The dense ranking by brute force, the engine's BM25 ranking, fused by reciprocal rank fusion sorted over every
+    candidate (pinned names first, ties by product id), each hit keeping its exact dense score: whatever the store
+    reads (or skips) to get there."""
+    images, texts, products = catalogue
+    rng = np.random.default_rng(5)
+    named = []
+    for i, p in enumerate(products):
+        name = "red wool scarf" if i % 50 == 7 else " ".join(rng.choice(WORDS, size=3))
+        named.append(replace(p, payload={**p.payload, "name": name}, lexical=f"{name} {p.payload['brand']}"))
+    filled_for(store, named, 0.5, path)
+    keep = mask(named, f)
+    for query in ("red wool scarf", "Red Wool  Scarf!", "leather bag acme", "the of", "zzz unknown"):
+        for k in (1, 5, 12):
+            q = unit(rng, 1)[0]
+            hits = store.search_hybrid(q, 0.5, query, k, f, 20)
+            fused = 0.5 * (texts @ q) + 0.5 * (images @ q)
+            depth = max(50, 3 * k)
+            dense = brute(fused, keep, depth)
+            lexical = [f"p{int(pid[1:])}" for pid in _lexical_ids(store, query, depth, f)]
+            want = brute(fused, keep, k) if not lexical else _rrf(dense, lexical, named, query, k, 20)
+            assert [h.product_id for h in hits] == want, (query, k)
+            for h in hits:
+                assert h.score == pytest.approx(float(fused[int(h.product_id[1:])]), abs=1e-5)
+                assert h.payload["product_id"] == h.product_id
+
+
+def _lexical_ids(store, query, depth, f) -> list[str]:
+    keys = [k for k, _ in store._lexical_keys(query, depth, f)]
+    return [p["product_id"] for p in map(store._payloads(keys).get, keys)]
+
+
+def _rrf(dense, lexical, products, query, k, rrf_k) -> list[str]:
+    from pipeline.storage.vectors.lexical import normalised
+
+    score = {}
+    for ranking in (dense, lexical):
+        for rank, pid in enumerate(ranking, start=1):
+            score[pid] = score.get(pid, 0.0) + 1.0 / (rrf_k + rank)
+    names = {p.product_id: p.payload["name"] for p in products}
+    first = {pid for pid in lexical if normalised(names[pid]) == normalised(query)}
+    return sorted(score, key=lambda pid: (pid not in first, -score[pid], pid))[:k]
+
+
 def test_a_server_text_query_reads_no_metadata_the_query_path_has_just_read(catalogue):
     """The matcher reads the collection's metadata for the cache key right before it searches; the server adapter
     decides on the stored fused vectors from that read, not from a second round trip per query."""

@@ -405,10 +405,14 @@ class EdgeVectorStore(VectorStore):
         return q.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
 
     def _batch(self, requests, filters: Filters, exact: bool, with_payload: bool) -> list:
-        """One query request per (vector, vector name, limit), all with the same filter and search parameters."""
+        """One query request per (vector, vector name, limit), all with the same filter; the dense ones with the same
+        search parameters, a sparse one (``LEXICAL``) with none (they are HNSW's and quantization's)."""
         q = _edge()
         flt, params = edge_filter(filters), self._params(exact)
         return [
+            q.QueryRequest(limit=int(limit), query=q.Query.Nearest(q.SparseVector(*vector), using=LEXICAL),
+                           filter=flt, with_payload=with_payload)
+            if using == LEXICAL else
             q.QueryRequest(limit=int(limit), query=q.Query.Nearest(vector.tolist(), using=using), filter=flt,
                            params=params, with_payload=with_payload)
             for vector, using, limit in requests
@@ -433,20 +437,6 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             answers = self.shard.query_batch(q.QueryBatchRequest(batch))
         return [[(p.id, float(p.score)) for p in points] for points in answers]
-
-    def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
-        if self._shard is None:
-            return []
-        q = _edge()
-        request = q.QueryRequest(
-            limit=int(limit),
-            query=q.Query.Nearest(q.SparseVector(*words), using=LEXICAL),
-            filter=edge_filter(filters),
-            with_payload=False,
-        )
-        with self._lock:
-            points = self.shard.query(request)
-        return [(p.id, float(p.score)) for p in points]
 
     def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
         q = _edge()

@@ -9,6 +9,7 @@ A query made only of stop words ("the", "and") has no token and no lexical vecto
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 
 LEXICAL_FIELDS = ("name", "brand", "SKU", "category", "color", "description")
@@ -38,9 +39,12 @@ def query_vector(text: str) -> tuple[list[int], list[float]] | None:
     return (list(vector.indices), list(vector.values)) if vector.indices else None
 
 
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
 def normalised(text: object) -> str:
     """For exact-name and SKU matches: case, punctuation and spacing do not count."""
-    return " ".join(re.sub(r"[^\w]+", " ", str(text or "").lower()).split())
+    return " ".join(_NOT_WORD.sub(" ", str(text or "").lower()).split())
 
 
 RRF_K = 60  # the usual constant of reciprocal rank fusion: ranks matter, raw BM25 and cosine scales do not
@@ -51,35 +55,47 @@ def pinned(lexical: list, names: dict, query: str) -> set:
     wanted = normalised(query)
     if not wanted:
         return set()
-    return {k for k in lexical if any(n and normalised(n) == wanted for n in names.get(k, ()))}
+    # A name equal to the query once normalised holds the query's first word as it is written, lower-cased: the
+    # other names are passed over without normalising them (most of the time of this function).
+    first = wanted.split(" ", 1)[0]
+    return {
+        k for k in lexical if any(n and first in str(n).lower() and normalised(n) == wanted for n in names.get(k, ()))
+    }
 
 
 class RankFusion:
     """One hybrid fusion of the dense ranking (keys best first) and the lexical one, scored once: reciprocal rank
-    fusion, with any product whose SKU or whole name is the query first. ``names``: key -> (SKU, name)."""
+    fusion, with any product whose SKU or whole name is the query first (``pin``)."""
 
-    def __init__(self, dense: list, lexical: list, names: dict, query: str, rrf_k: int = RRF_K) -> None:
+    def __init__(self, dense: list, lexical: list, rrf_k: int = RRF_K) -> None:
+        self.lexical = lexical
         self.scores: dict = {}
         for ranking in (dense, lexical):
             for rank, key in enumerate(ranking, start=1):
                 self.scores[key] = self.scores.get(key, 0.0) + 1.0 / (rrf_k + rank)
-        self.pinned = pinned(lexical, names, query)
+        self.pinned: set = set()
+
+    def pin(self, names: dict, query: str) -> RankFusion:
+        """Put first the lexical matches whose SKU or whole name is ``query`` (``names``: key -> (SKU, name))."""
+        self.pinned = pinned(self.lexical, names, query)
+        return self
 
     def order(self, limit: int, ids: dict | None = None) -> list:
         """The first ``limit`` keys; equal fused ranks in product-id order (``ids``: key -> product id, when keys are
-        not product ids)."""
+        not product ids; needed only for the ``contenders``)."""
         ids, scores, exact = ids or {}, self.scores, self.pinned
-        return sorted(scores, key=lambda k: (k not in exact, -scores[k], str(ids.get(k, k))))[:limit]
+        return sorted(self.contenders(limit), key=lambda k: (k not in exact, -scores[k], str(ids.get(k, k))))[:limit]
 
     def contenders(self, limit: int) -> set:
         """The keys that can be among ``order(limit)``, whatever the product ids: the pinned ones and every key whose
         fused score reaches the ``limit``-th best. Only these need their product id (the tie-break), so a store
-        reads the payloads of these and of the lexical matches (for ``names``), not of every candidate."""
-        rest = sorted(-score for key, score in self.scores.items() if key not in self.pinned)
-        rest = rest[: max(0, limit - len(self.pinned))]
+        reads the payloads of these and of the lexical matches (for ``names``), not of every candidate. Pinning
+        only narrows them: the contenders before ``pin`` and the lexical matches hold those after it."""
+        room = limit - len(self.pinned)
+        rest = heapq.nlargest(room, (s for k, s in self.scores.items() if k not in self.pinned)) if room > 0 else []
         if not rest:
             return set(self.pinned)
-        bar = -rest[-1]
+        bar = rest[-1]
         return self.pinned | {key for key, score in self.scores.items() if score >= bar}
 
 
@@ -88,4 +104,4 @@ def fuse_rankings(
 ) -> list:
     """The hybrid order of keys (``RankFusion.order``). The one definition, used by the stores and by
     ``evaluate --check``'s reference."""
-    return RankFusion(dense, lexical, names, query, rrf_k).order(limit, ids)
+    return RankFusion(dense, lexical, rrf_k).pin(names, query).order(limit, ids)

@@ -240,6 +240,9 @@ class ServerVectorStore(VectorStore):
 
         flt, params = client_filter(filters), self._params(exact)
         batch = [
+            models.QueryRequest(query=models.SparseVector(indices=vector[0], values=vector[1]), using=LEXICAL,
+                                limit=int(limit), filter=flt, with_payload=False)
+            if using == LEXICAL else
             models.QueryRequest(query=vector.tolist(), using=using, limit=int(limit), filter=flt, params=params,
                                 with_payload=False)
             for vector, using, limit in requests
@@ -249,22 +252,6 @@ class ServerVectorStore(VectorStore):
                 return [[] for _ in requests]
             answers = self.client.query_batch_points(self.collection, batch)
         return [[(str(p.id), float(p.score)) for p in a.points] for a in answers]
-
-    def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
-        from qdrant_client import models
-
-        with self._call("searching"):
-            if not self.client.collection_exists(self.collection):
-                return []
-            answer = self.client.query_points(
-                self.collection,
-                query=models.SparseVector(indices=words[0], values=words[1]),
-                using=LEXICAL,
-                limit=int(limit),
-                query_filter=client_filter(filters),
-                with_payload=False,
-            )
-        return [(str(p.id), float(p.score)) for p in answer.points]
 
     def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
         from qdrant_client import models

@@ -25,7 +25,7 @@ from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
 from .lexical import RRF_K, RankFusion, query_vector
-from .types import FUSED, CollectionInfo, Filters, Hit, IndexedProduct
+from .types import FUSED, LEXICAL, CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
 
@@ -97,11 +97,12 @@ class VectorStore:
         """Top ``limit`` for each (vector, vector name, limit), all under the same filters."""
         raise NotImplementedError
 
-    def _scored(self, requests: list[tuple[np.ndarray, str, int]], filters: Filters, exact: bool) -> list[list]:
+    def _scored(self, requests: list[tuple[object, str, int]], filters: Filters, exact: bool) -> list[list]:
         """Like ``_nearest`` but (point key, score) pairs only: candidate lists of the fusion carry no payload (which
         costs more than the search itself: 512 hits with payload 24 ms, without 5.5 ms). A point key is whatever the
         engine hands back as the point's id (Edge: a ``uuid.UUID``; turning 200 of them into strings cost 0.15 ms a
-        query), the same in every method of one store."""
+        query), the same in every method of one store. A request for ``LEXICAL`` holds a sparse vector (indices,
+        values) and is scored by BM25 (one engine method for both kinds of ranking)."""
         raise NotImplementedError
 
     def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
@@ -111,10 +112,6 @@ class VectorStore:
 
     def _payloads(self, keys: list) -> dict:
         """Each point's payload, by key."""
-        raise NotImplementedError
-
-    def _lexical(self, words: tuple[list[int], list[float]], limit: int, filters: Filters) -> list:
-        """(point key, BM25 score) for a query's sparse vector, best first."""
         raise NotImplementedError
 
     def _retrieve(self, product_ids: list[str], fields: list[str]) -> list[dict]:
@@ -308,7 +305,7 @@ class VectorStore:
 
     def _lexical_keys(self, text: str, limit: int, filters: Filters) -> list:
         words = query_vector(text)
-        return self._lexical(words, limit, filters) if words else []
+        return self._scored([(words, LEXICAL, limit)], filters, False)[0] if words else []
 
     def search_hybrid(
         self,
@@ -324,23 +321,17 @@ class VectorStore:
         levels are calibrated on); only the order is hybrid. No lexical match: the dense ranking as it is."""
         q, filters, stored = np.asarray(vector, np.float32), filters or Filters(), self._stores_fused(text_weight)
         depth = max(HYBRID_DEPTH, 3 * limit)
-        lexical = self._lexical_keys(text, depth, filters)
+        lexical = [k for k, _ in self._lexical_keys(text, depth, filters)]
         dense = self._fused(q, text_weight, depth if lexical else limit, filters, False, stored)
         if not lexical:
             return self._hits(dense)
-        dense_keys, lexical_keys = [k for _, k in dense], [k for k, _ in lexical]
-        # Whole payloads (asking Edge for fewer fields is slower, not faster), read for the lexical matches (their
-        # names decide which are pinned first) and for the keys that can make the answer (their product ids break
-        # ties), not for every candidate: half the reads.
-        candidates = self._payloads(lexical_keys)
-        names = {k: (p.get("SKU"), p.get("name")) for k, p in candidates.items()}
-        fusion = RankFusion(dense_keys, lexical_keys, names, text, rrf_k)
-        candidates.update(self._payloads([k for k in fusion.contenders(limit) if k not in candidates]))
-        order = fusion.order(limit, {k: p.get("product_id") for k, p in candidates.items()})
-        dense_score = {k: s for s, k in dense}
-        dense_score.update(self._fused_among(q, text_weight, [k for k in order if k not in dense_score], stored))
-        return [
-            Hit(candidates[k]["product_id"], dense_score[k], candidates[k])
-            for k in order
-            if k in candidates and k in dense_score
-        ]
+        fusion = RankFusion([k for _, k in dense], lexical, rrf_k)
+        # Whole payloads (asking Edge for fewer fields is slower, not faster) in one read, not of every candidate:
+        # the lexical matches (their names decide which are pinned first) and the contenders before pinning (their
+        # product ids break ties; pinning only narrows them).
+        payloads = self._payloads(list(dict.fromkeys([*lexical, *fusion.contenders(limit)])))
+        fusion.pin({k: (p.get("SKU"), p.get("name")) for k, p in payloads.items()}, text)
+        order = fusion.order(limit, {k: p.get("product_id") for k, p in payloads.items()})
+        scores = {k: s for s, k in dense}
+        scores.update(self._fused_among(q, text_weight, [k for k in order if k not in scores], stored))
+        return [Hit(payloads[k]["product_id"], scores[k], payloads[k]) for k in order if k in payloads and k in scores]
