@@ -233,7 +233,7 @@ def test_hybrid_search_is_its_definition_over_brute_force(store, catalogue, f, p
             fused = 0.5 * (texts @ q) + 0.5 * (images @ q)
             depth = max(50, 3 * k)
             dense = brute(fused, keep, depth)
-            lexical = [f"p{int(pid[1:])}" for pid in _lexical_ids(store, query, depth, f)]
+            lexical = _lexical_ids(store, query, depth, f)
             want = brute(fused, keep, k) if not lexical else _rrf(dense, lexical, named, query, k, 20)
             assert [h.product_id for h in hits] == want, (query, k)
             for h in hits:
@@ -242,6 +242,7 @@ def test_hybrid_search_is_its_definition_over_brute_force(store, catalogue, f, p
 
 
 def _lexical_ids(store, query, depth, f) -> list[str]:
+    """The engine's BM25 ranking as product ids (BM25 itself is the engine's; only the fusion is checked here)."""
     keys = [k for k, _ in store._lexical_keys(query, depth, f)]
     return [p["product_id"] for p in map(store._payloads(keys).get, keys)]
 
