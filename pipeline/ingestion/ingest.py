@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PipelineError, StorageFull
+from ..errors import CatalogError, PipelineError, StorageFull
 from ..ops.duplicates import near_duplicates, threshold_for
 from ..progress import counter
 from ..query.preprocess import load_image, read_image_bytes
@@ -167,6 +167,10 @@ def _ingest(
     tell(0, 0, "reading the catalogue")
     rows = read_catalog(Path(catalog), images_dir, image_roots)
     report = IngestReport(str(catalog), rows=rows.total, bad=list(rows.bad))
+    if (sync or reset) and not rows.products:
+        _refuse_to_empty(
+            pipeline, Path(catalog).name, rows, "syncing to it" if sync else "replacing the catalogue with it"
+        )
     encoder = pipeline.encoder
     index = pipeline.index
     index.ensure(encoder.card, reset=reset)
@@ -215,6 +219,25 @@ def _ingest(
         seconds=round(report.seconds, 3),
     )
     return report
+
+
+def _refuse_to_empty(pipeline, name: str, rows, doing: str) -> None:
+    """A sync or a replace from a file that gives no product would leave the catalogue empty. An empty export, the
+    wrong file or a photos folder left out are far likelier than that wish, so nothing is changed and the person is
+    told why (as rsync skips its deletions after a read error)."""
+    held = max(pipeline.index.count(), pipeline.store.count())
+    if not held:
+        return
+    if rows.total:
+        shown = "; ".join(str(bad) for bad in rows.bad[:3]) + ("; ..." if len(rows.bad) > 3 else "")
+        read = f"{rows.total:,} rows, every one bad: {shown}"
+    else:
+        read = "it has no rows"
+    raise CatalogError(
+        f"No product could be read from {name} ({read}). Nothing was changed: {doing} would delete all {held:,} "
+        "products of the catalogue. Fix the file (or add its photos) and import it again; to empty the catalogue on "
+        "purpose, delete its products."
+    )
 
 
 def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[str]]:

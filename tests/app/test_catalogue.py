@@ -91,6 +91,9 @@ def test_upload_search_sync_and_delete(client, tmp_path):
     for _ in range(2):  # the second time from the result cache, if it were stale
         _, found = client.predict(gone["text"], top_k=10, api_name="/match_text")
         assert gone["id"] not in {m["id"] for m in found["matches"]}
+    with pytest.raises(Exception, match="Nothing was changed: syncing to it would delete all 9 products"):
+        _ingest(client, kept_catalogue, None, mode="sync")  # the photos' zip forgotten: every row bad
+    assert _count(client) == 9
 
     deleted = client.predict([rows[0]["id"], "no-such-id"], TOKEN, api_name="/delete_products")
     assert deleted["deleted"] == [rows[0]["id"]] and deleted["unknown"] == ["no-such-id"]

@@ -6,7 +6,9 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
+from pipeline.errors import CatalogError
 from pipeline.ingestion.ingest import ingest
 from pipeline.storage.catalog_store import PRODUCT_COLLECTION, PRODUCT_DB
 
@@ -67,6 +69,31 @@ def test_corrupt_and_bad_rows_do_not_stop_the_good_ones(pipeline, tmp_path):
     assert "not a supported image" in report.bad[0].reason
     assert pipeline.index.count() == 1
     assert "line 2 (id c)" in report.summary()
+
+
+def test_a_sync_or_replace_from_a_file_with_no_product_changes_nothing(pipeline, tmp_path):
+    """An empty export, a header without an id column, photos left behind: every row bad. Syncing to such a file
+    would delete the whole catalogue; it is refused with the reason, and nothing changes."""
+    ingest(pipeline, shared("seed_sample", "catalog.jsonl"), progress=False)
+    version = pipeline.index.version()
+    (tmp_path / "empty.jsonl").write_text("")
+    rows = [{"id": "x1", "name": "Kettle", "image_path": "images/gone.jpg"}, {"name": "no id"}]
+    (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    for name, flags, words in (
+        ("empty.jsonl", {"sync": True}, "(it has no rows)"),
+        ("bad.jsonl", {"sync": True}, "(2 rows, every one bad: line 1 (id x1): "),
+        ("bad.jsonl", {"reset": True}, "replacing the catalogue with it would delete all 10 products"),
+    ):
+        with pytest.raises(CatalogError, match="Nothing was changed") as err:
+            ingest(pipeline, tmp_path / name, progress=False, **flags)
+        assert words in str(err.value) and f"No product could be read from {name}" in str(err.value)
+        assert (pipeline.index.count(), pipeline.store.count(), pipeline.index.version()) == (10, 10, version)
+    assert ingest(pipeline, tmp_path / "empty.jsonl", progress=False).changed == 0  # a plain import of it: nothing
+
+
+def test_an_empty_catalogue_can_be_synced_to_an_empty_file(pipeline, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    assert ingest(pipeline, tmp_path / "empty.jsonl", sync=True, progress=False).changed == 0
 
 
 def test_fashion_thousand_products(pipeline):
