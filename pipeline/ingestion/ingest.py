@@ -27,7 +27,7 @@ from ..progress import counter
 from ..query.preprocess import load_image, read_image_bytes
 from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
 from ..storage.vectors.lexical import lexical_text
-from .catalog_reader import BadRow, Product, read_catalog
+from .catalog_reader import BadRow, CatalogRows, Product, read_catalog
 
 Progress = Callable[[int, int, str], None]  # (products done, products to do, what is happening)
 
@@ -221,7 +221,7 @@ def _ingest(
     return report
 
 
-def _refuse_to_empty(pipeline, name: str, rows, doing: str) -> None:
+def _refuse_to_empty(pipeline, name: str, rows: CatalogRows, doing: str) -> None:
     """A sync or a replace from a file that gives no product would leave the catalogue empty. An empty export, the
     wrong file or a photos folder left out are far likelier than that wish, so nothing is changed and the person is
     told why (as rsync skips its deletions after a read error)."""
