@@ -194,7 +194,7 @@ class CatalogueManager:
         text = query if isinstance(query, str) else ""
         if len(text) > 200:
             raise InvalidInput("Search the catalogue with an id or a few words of a name (under 200 characters).")
-        total, docs = self.pipe.store.page(text, (number - 1) * size, size)
+        total, docs = self.pipe.listing.page(text, (number - 1) * size, size)
         pages = max(1, -(-total // size))
         rows = [
             {

@@ -285,10 +285,10 @@ def filter_choices(pipe) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
 
 def catalogue_examples(pipe, photos: int = 8, texts: int = 4) -> tuple[list[str], list[str]]:
-    """A few photos and descriptions of the catalogue as it is now, one per category first (empty when MongoDB does
+    """A few photos and descriptions of the catalogue as it is now, one per category first (empty when the index does
     not answer)."""
     try:
-        _, rows = pipe.store.page("", 0, 200)
+        _, rows = pipe.listing.page("", 0, 200)
     except PipelineError as err:
         log.warning("Cannot read examples from the catalogue: %s", err)
         return [], []

@@ -64,6 +64,13 @@ class Pipeline:
         return self._once("_store", lambda: CatalogStore(self.mongo))
 
     @property
+    def listing(self):
+        """The catalogue in id order, for browsing (the Catalogue tab): read from the index once per version."""
+        from .storage.catalog_listing import CatalogListing
+
+        return self._once("_listing", lambda: CatalogListing(self.index, self.store))
+
+    @property
     def events(self):
         from .storage.event_log import EventLog
 

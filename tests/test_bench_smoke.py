@@ -15,7 +15,16 @@ import pytest
 
 from tests.conftest import REPO_ROOT, shared
 
-BENCHMARKS = ["query_path", "vector_scale", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "load"]
+BENCHMARKS = [
+    "query_path",
+    "vector_scale",
+    "ingest_speed",
+    "memory",
+    "triton_vs_inprocess",
+    "search_features",
+    "load",
+    "catalogue_page",
+]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"}
 
 

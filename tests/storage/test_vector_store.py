@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.errors import BackendUnavailable, ModelMismatch
 from pipeline.model_repo import ModelCard
-from pipeline.storage.vectors import Filters, IndexedProduct, IndexTuning, open_vector_store
+from pipeline.storage.vectors import PAYLOAD_FIELDS, Filters, IndexedProduct, IndexTuning, open_vector_store
 from pipeline.storage.vectors.edge import EdgeVectorStore
 from pipeline.storage.vectors.page_cache import compact_on_disk, files_read_on_open, originals_on_disk
 from pipeline.storage.vectors.server import ServerVectorStore
@@ -298,6 +298,18 @@ def test_delete_facets_hashes_and_vectors(store, catalogue):
     assert "p5" not in [h.product_id for h in store.search_text(q, 0.5, 20)]
     assert "p5" not in store.product_ids() and len(store.product_ids()) == N - 2
     assert dict(store.facet("category"))["Bags"] == N // 4 - 1  # p5 was a bag
+
+
+def test_names_and_products_for_the_catalogue_listing(store, catalogue):
+    _, _, products = catalogue
+    assert list(store.names()) == [] and store.products(["p1"]) == {}, "no collection yet"
+    filled(store, products)
+    assert sorted(store.names()) == sorted((p.product_id, p.payload["name"]) for p in products)
+    got = store.products(["p3", "p10", "nobody"])
+    assert got == {
+        pid: {"product_id": pid, **{k: v for k, v in products[int(pid[1:])].payload.items() if k in PAYLOAD_FIELDS}}
+        for pid in ("p3", "p10")
+    }, "the payload's page fields, a missing price as None; no content hash"
 
 
 def test_edge_reopens_with_its_data_and_metadata(tmp_path, catalogue):

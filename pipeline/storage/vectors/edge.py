@@ -40,7 +40,7 @@ from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
 from .lexical import document_vector
 from .page_cache import files_read_on_open, hot_list, read_in_background, warm_list
-from .store import IndexTuning, VectorStore, full_scan_kb
+from .store import IndexTuning, VectorStore, full_scan_kb, scroll_page
 from .types import (
     FLOAT_FIELDS,
     FUSED,
@@ -376,11 +376,12 @@ class EdgeVectorStore(VectorStore):
             return
         q = _edge()
         offset = None
+        limit = scroll_page(vector)
         while True:
             with self._lock:
                 records, offset = self.shard.scroll(
                     q.ScrollRequest(
-                        offset=offset, limit=1024, with_payload=fields, with_vector=[vector] if vector else False
+                        offset=offset, limit=limit, with_payload=fields, with_vector=[vector] if vector else False
                     )
                 )
             for r in records:

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
 from .lexical import document_vector
-from .store import IndexTuning, VectorStore, full_scan_kb
+from .store import IndexTuning, VectorStore, full_scan_kb, scroll_page
 from .types import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -192,7 +192,7 @@ class ServerVectorStore(VectorStore):
             with self._call("reading products"):
                 points, offset = self.client.scroll(
                     self.collection,
-                    limit=1024,
+                    limit=scroll_page(vector),
                     offset=offset,
                     with_payload=fields,
                     with_vectors=[vector] if vector else False,

@@ -25,7 +25,7 @@ from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
 from .lexical import RRF_K, RankFusion, query_vector
-from .types import FUSED, LEXICAL, CollectionInfo, Filters, Hit, IndexedProduct
+from .types import FUSED, LEXICAL, PAYLOAD_FIELDS, CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
 
@@ -48,6 +48,13 @@ def full_scan_kb(dim: int) -> int:
     the build is shorter.
     """
     return FILTERED_SCAN_MAX * dim * 4 // 1024
+
+
+def scroll_page(vector: str | None) -> int:
+    """Points one scroll call reads: 10,000 without vectors (Edge read two payload fields of 1,000,000 points in 3.9 s
+    in such pages, against 9.2 s in pages of 1,024; the catalogue's listing reads them), 1,024 with a vector (a Python
+    list of floats each: a page's memory stays small)."""
+    return 1024 if vector else 10_000
 
 
 class VectorStore:
@@ -223,6 +230,15 @@ class VectorStore:
 
     def product_ids(self) -> list[str]:
         return [payload["product_id"] for payload, _ in self._scroll(["product_id"])]
+
+    def names(self) -> Iterator[tuple[str, str]]:
+        """(product id, name) of every product, in the engine's order (the catalogue's listing reads these)."""
+        for payload, _ in self._scroll(["product_id", "name"]):
+            yield payload["product_id"], str(payload.get("name") or "")
+
+    def products(self, product_ids: list[str]) -> dict[str, dict]:
+        """What the index holds of each known product (its payload: the fields of ``PAYLOAD_FIELDS``), by id."""
+        return {d["product_id"]: d for d in self._retrieve(list(product_ids), ["product_id", *PAYLOAD_FIELDS])}
 
     def vectors(self, product_ids: list[str], using: str) -> dict[str, np.ndarray]:
         """The stored ``using`` vector of each known product (more like this, diversity)."""
