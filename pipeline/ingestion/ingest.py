@@ -245,19 +245,25 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
     ids = sorted(set(product_ids))
     index = pipeline.index
     present = set(index.content_hashes(ids)) if ids else set()
-    in_store = set(pipeline.store.get_many(ids)) if ids else set()
-    gone = sorted(present | in_store)
+    docs = pipeline.store.get_many(ids) if ids else {}
+    gone = sorted(present | set(docs))
     if gone:
+        photos = {d.get("image_file") for d in docs.values()}
+        photos |= {p.get("image_file") for p in index.products(sorted(present - set(docs))).values()}
         with index.changing():
             pipeline.store.delete_many(gone)
             index.delete(gone)
-        forget_photos(pipeline)
+        # Only the deleted products' photos can have become unused (products with the same photo bytes share one):
+        # one indexed lookup, not a read of every product's photo (11-12 s at 1,000,000 products on the local
+        # server) and a walk of the photo folder (4.9 s at 100,000 photos).
+        pipeline.photos.remove(photos - pipeline.store.photos_in_use(photos))
         pipeline.events.write("delete", product_ids=gone, catalog_version=index.version())
-    return gone, [p for p in ids if p not in present and p not in in_store]
+    return gone, [p for p in ids if p not in present and p not in docs]
 
 
 def forget_photos(pipeline) -> int:
-    """Remove the stored photos no product uses any more (after a delete or a sync)."""
+    """Remove the stored photos no product uses any more (after a sync: it reads every product anyway, and the walk
+    also takes what an interrupted change left)."""
     return pipeline.photos.remove_unused(set(pipeline.store.distinct("image_file")))
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
 
 MAX_SIDE = 1024
 QUALITY = 90
+STORED_KEY = re.compile(r"[0-9a-f]{2}/[0-9a-f]{32}\.jpg")  # what key_for makes
 
 
 class PhotoStore:
@@ -54,6 +57,19 @@ class PhotoStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return key
+
+    def remove(self, keys: Iterable[str]) -> int:
+        """Delete these stored photos (keys this store made; anything else, an absolute path from an older catalogue
+        included, is left alone); returns how many were there."""
+        removed = 0
+        for key in keys:
+            if not (key and STORED_KEY.fullmatch(key)):
+                continue
+            photo = self.root / key
+            if photo.is_file():
+                photo.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def remove_unused(self, used: set[str]) -> int:
         """Delete stored photos no product refers to any more (``used``: their keys); returns how many."""

@@ -96,6 +96,39 @@ def test_an_empty_catalogue_can_be_synced_to_an_empty_file(pipeline, tmp_path):
     assert ingest(pipeline, tmp_path / "empty.jsonl", sync=True, progress=False).changed == 0
 
 
+def test_a_photo_goes_with_the_last_product_that_uses_it(pipeline, tmp_path):
+    """Deleting products removes the photos only they used (two products with the same photo bytes share one file);
+    a sync sweeps the photo folder of what no product uses."""
+    from pipeline.ingestion.ingest import delete_products
+
+    folder = tmp_path / "cat"
+    (folder / "images").mkdir(parents=True)
+    seed = shared("seed_sample", "images")
+    for name in ("Adidas-1.jpg", "Adidas-1-copy.jpg"):
+        shutil.copy(seed / "Adidas-1.jpg", folder / "images" / name)
+    shutil.copy(
+        seed / sorted(p.name for p in seed.iterdir() if p.name != "Adidas-1.jpg")[0], folder / "images" / "other.jpg"
+    )
+    rows = [{"id": "a", "name": "Shoe", "image_path": "images/Adidas-1.jpg"},
+            {"id": "b", "name": "Same shoe", "image_path": "images/Adidas-1-copy.jpg"},
+            {"id": "c", "name": "Other", "image_path": "images/other.jpg"},
+            {"id": "d", "name": "Other again", "image_path": "images/other.jpg"}]  # fmt: skip
+    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ingest(pipeline, folder / "catalog.jsonl", progress=False)
+    photo = {pid: pipeline.photos.path(d["image_file"]) for pid, d in pipeline.store.get_many(["a", "b", "c"]).items()}
+    assert photo["a"] == photo["b"] != photo["c"] and all(p.is_file() for p in photo.values()), "one file, shared"
+    stray = pipeline.photos.root / "ff" / ("f" * 32 + ".jpg")  # a photo an interrupted import left behind
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(photo["c"].read_bytes())
+    assert delete_products(pipeline, ["a"]) == (["a"], [])
+    assert photo["a"].is_file(), "still used by b"
+    assert delete_products(pipeline, ["b", "nobody"]) == (["b"], ["nobody"])
+    assert not photo["b"].exists() and photo["c"].is_file() and stray.is_file(), "only the photo b was the last to use"
+    (folder / "catalog.jsonl").write_text(json.dumps(rows[2]))
+    assert ingest(pipeline, folder / "catalog.jsonl", progress=False, sync=True).deleted == 1  # d
+    assert photo["c"].is_file() and not stray.exists(), "a sync that deletes sweeps what no product uses"
+
+
 def test_fashion_thousand_products(pipeline):
     report = ingest(pipeline, shared("fashion", "catalog.jsonl"), progress=False)
     assert (report.added, len(report.bad)) == (1000, 0)
