@@ -40,7 +40,7 @@ def warm_up(pipe: Pipeline) -> list[str]:
     started = time.perf_counter()
     # MongoDB (the local server takes ~0.7 s to start) and the vector store open while the model loads.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm-up") as pool:
-        stores = [pool.submit(lambda: pipe.store.count()), pool.submit(lambda: pipe.index.count())]
+        stores = [pool.submit(lambda: pipe.store.ping()), pool.submit(lambda: pipe.index.count())]
         card = pipe.card  # the model card, the preprocessors and the inference backend (ModelNotFound: fatal)
         for future in stores:
             future.exception()  # waited for; their errors are reported below
@@ -54,7 +54,7 @@ def warm_up(pipe: Pipeline) -> list[str]:
     except PipelineError as err:
         problems.append(str(err))
     try:
-        pipe.store.count()
+        pipe.store.ping()
     except PipelineError as err:
         problems.append(str(err))
     pipe.cache  # noqa: B018 (opens the result cache now rather than on the first query)

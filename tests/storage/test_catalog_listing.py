@@ -130,7 +130,7 @@ def test_whole_catalogue_reads_wait_long_but_a_down_server_is_said_in_seconds():
     from pipeline.errors import BackendUnavailable
 
     nobody = CatalogStore(connect(f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", 300))
-    for read in (nobody.ids, nobody.count, lambda: nobody.distinct("image_file"), nobody.clear,
+    for read in (nobody.ping, nobody.ids, nobody.count, lambda: nobody.distinct("image_file"), nobody.clear,
                  lambda: nobody.delete_many(["a"])):  # fmt: skip
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="MongoDB does not answer"):
