@@ -123,15 +123,16 @@ def test_a_page_without_mongodb_comes_from_the_index(stores):
 
 
 def test_whole_catalogue_reads_wait_long_but_a_down_server_is_said_in_seconds():
-    """ids, count, distinct and emptying are given minutes (a million documents on the local server take 7-15 s), yet
-    with no server they fail as fast as any query: a ping within the usual timeout comes first."""
+    """ids, count, distinct, emptying and the photo index are given minutes (a million documents on the local server
+    take 7-15 s), yet with no server they fail as fast as any query: a ping within the usual timeout comes first."""
     import time
 
     from pipeline.errors import BackendUnavailable
 
     nobody = CatalogStore(connect(f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", 300))
+    photo = "ab/" + "a" * 32 + ".jpg"
     for read in (nobody.ping, nobody.ids, nobody.count, lambda: nobody.distinct("image_file"), nobody.clear,
-                 lambda: nobody.delete_many(["a"])):  # fmt: skip
+                 lambda: nobody.delete_many(["a"]), lambda: nobody.photos_in_use([photo])):  # fmt: skip
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="MongoDB does not answer"):
             read()
