@@ -244,12 +244,12 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
     """Remove products from MongoDB and the index; returns (deleted ids, ids that were not in the catalogue)."""
     ids = sorted(set(product_ids))
     index = pipeline.index
-    present = set(index.content_hashes(ids)) if ids else set()
+    held = index.products(ids) if ids else {}  # one read of the index: which it holds, and their photos
+    present = set(held)
     docs = pipeline.store.get_many(ids) if ids else {}
     gone = sorted(present | set(docs))
     if gone:
-        photos = {d.get("image_file") for d in docs.values()}
-        photos |= {p.get("image_file") for p in index.products(sorted(present - set(docs))).values()}
+        photos = {d.get("image_file") for d in [*docs.values(), *held.values()]}
         with index.changing():
             pipeline.store.delete_many(gone)
             index.delete(gone)
