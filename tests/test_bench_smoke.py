@@ -24,6 +24,7 @@ BENCHMARKS = [
     "search_features",
     "load",
     "catalogue_page",
+    "catalogue_delete",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"}
 

@@ -587,3 +587,25 @@ def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storag
         assert later.tuning.storage == other
     finally:
         later.close()
+
+
+def test_long_product_lists_are_read_and_deleted_in_bounded_calls(store, catalogue, monkeypatch):
+    """A sync may delete hundreds of thousands of products: the index is asked in calls of ``POINTS_PER_CALL`` ids (a
+    Qdrant server refuses a request over 32 MB), and the answers are the same as in one call."""
+    import pipeline.storage.vectors.store as vector_store
+
+    _, _, products = catalogue
+    filled(store, products)
+    monkeypatch.setattr(vector_store, "POINTS_PER_CALL", 64)
+    calls: dict[str, list[int]] = {"_retrieve": [], "_delete": []}
+    for name, sizes in calls.items():
+        method = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda ids, *rest, m=method, s=sizes: (s.append(len(ids)), m(ids, *rest))[1])
+    ids = [f"p{i}" for i in range(N)]
+    assert store.content_hashes([*ids, "nope"]) == {p.product_id: p.payload["content_hash"] for p in products}
+    assert sorted(store.products(ids[:300])) == sorted(ids[:300])
+    with store.changing():
+        assert store.delete([*ids[: N - 5], "nope"]) == N - 5
+    assert sorted(store.product_ids()) == sorted(ids[N - 5 :])
+    assert calls["_retrieve"] and max(calls["_retrieve"]) <= 64 and max(calls["_delete"]) <= 64
+    assert sum(calls["_delete"]) == N - 5 and len(calls["_delete"]) == -(-(N - 5) // 64)

@@ -32,6 +32,9 @@ __all__ = ["IndexTuning", "VectorStore"]
 FIRST_DEPTH = 64  # candidates per vector in the first round of the fusion (at least 2k)
 HYBRID_DEPTH = 50  # candidates of each ranking (dense, lexical) that reciprocal rank fusion combines
 MAX_ROUNDS = 6
+# Points per retrieve or delete of a list of products: a sync may delete hundreds of thousands, and a Qdrant server
+# refuses a request over 32 MB (its default), which a million point ids are.
+POINTS_PER_CALL = 1024
 # A filtered query that leaves at most this many products is scanned over the int8 copies (and the best rescored with
 # the originals) instead of walking the HNSW graph; see full_scan_kb.
 FILTERED_SCAN_MAX = 50_000
@@ -214,19 +217,21 @@ class VectorStore:
 
     def delete(self, product_ids: Iterable[str]) -> int:
         """Remove these products; returns how many of them were in the collection."""
-        ids = sorted(set(product_ids))
-        present = [d["product_id"] for d in self._retrieve(ids, ["product_id"])] if ids else []
-        if present:
-            self._delete(present)
+        present = [d["product_id"] for d in self._retrieve_all(sorted(set(product_ids)), ["product_id"])]
+        for start in range(0, len(present), POINTS_PER_CALL):
+            self._delete(present[start : start + POINTS_PER_CALL])
         return len(present)
+
+    def _retrieve_all(self, product_ids: list[str], fields: list[str]) -> Iterator[dict]:
+        for start in range(0, len(product_ids), POINTS_PER_CALL):
+            yield from self._retrieve(product_ids[start : start + POINTS_PER_CALL], fields)
 
     def content_hashes(self, product_ids: list[str]) -> dict[str, str]:
         """The stored content hash of each known product, so ingestion can skip what has not changed."""
-        out: dict[str, str] = {}
-        for start in range(0, len(product_ids), 1024):
-            for doc in self._retrieve(product_ids[start : start + 1024], ["product_id", "content_hash"]):
-                out[doc["product_id"]] = doc.get("content_hash", "")
-        return out
+        return {
+            d["product_id"]: d.get("content_hash", "")
+            for d in self._retrieve_all(product_ids, ["product_id", "content_hash"])
+        }
 
     def product_ids(self) -> list[str]:
         return [payload["product_id"] for payload, _ in self._scroll(["product_id"])]
@@ -238,7 +243,7 @@ class VectorStore:
 
     def products(self, product_ids: list[str]) -> dict[str, dict]:
         """What the index holds of each known product (its payload: the fields of ``PAYLOAD_FIELDS``), by id."""
-        return {d["product_id"]: d for d in self._retrieve(list(product_ids), ["product_id", *PAYLOAD_FIELDS])}
+        return {d["product_id"]: d for d in self._retrieve_all(list(product_ids), ["product_id", *PAYLOAD_FIELDS])}
 
     def vectors(self, product_ids: list[str], using: str) -> dict[str, np.ndarray]:
         """The stored ``using`` vector of each known product (more like this, diversity)."""
