@@ -14,16 +14,24 @@ documents), measured in one process, interleaved round by round
 Also prints where the end-to-end time goes (the matcher's own per-stage timings). ``--profile`` runs extra cache
 misses under pyinstrument (if installed) and prints the call tree.
 
+``--without STAGES`` is a probe, not the product: the same measurement with stages of a miss left out (``metadata``:
+no MongoDB lookup, the products come from the index's payload; ``cache-writes``: neither cache level is written;
+``events``: no event is logged; ``hybrid``: text queries dense only, ``HYBRID_SEARCH=0``). It tells what a stage costs
+inside the path, where each runs slower than it does alone in a loop (bench/README.md, 2026-12-06).
+
 Run: ``.venv/bin/python -m bench.query_path [--repeats 40] [--products 10000] [--json OUT] [--profile]
-[--no-fused-vector]``.
+[--no-fused-vector] [--without metadata,cache-writes,events,hybrid]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +53,7 @@ COLORS = ["black", "white", "red", "navy", "olive", "beige", "grey", "pink", "te
 THINGS = ["cotton t-shirt", "running shoes", "leather wallet", "denim jacket", "wool scarf", "summer dress"]
 WHO = ["men", "women", "kids", "girls", "boys"]
 CATEGORIES = ["Apparel", "Footwear", "Accessories", "Personal Care"]
+STAGES = ("metadata", "cache-writes", "events", "hybrid")  # what --without may leave out
 
 
 def fill_catalogue(pipe: Pipeline, n: int, seed: int = 0, batch: int = 500) -> float:
@@ -103,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a collection without stored fused vectors (VECTOR_FUSED=0): text queries fused at query time",
     )
+    p.add_argument(
+        "--without",
+        type=stages_left_out,
+        default=(),
+        metavar="STAGES",
+        help=f"a probe: leave these stages out of every query (comma-separated: {', '.join(STAGES)})",
+    )
     args = p.parse_args(argv)
+    probe = args.without
     rounds = c.repeats(args, 40)
     rest_s = 0.01 if args.smoke else REST_S
     warmup = 1 if args.smoke else 3
@@ -118,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"only {len(photos)} query photos for {rounds} rounds; use --repeats {len(photos) // 6 - 3}")
 
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
-        settings = Settings(data_dir=Path(tmp) / "data", model_repository=repo, vector_fused=not args.no_fused_vector)
+        settings = Settings(
+            data_dir=Path(tmp) / "data",
+            model_repository=repo,
+            vector_fused=not args.no_fused_vector,
+            hybrid_search="hybrid" not in probe,
+        )
         with Pipeline(settings) as pipe:
             encoder, matcher = pipe.encoder, pipe.matcher
             backend, pre = encoder.backend, encoder.preprocessor
@@ -176,18 +198,21 @@ def main(argv: list[str] | None = None) -> int:
             # The "rested" steps wait REST_S before each call: a lone user's query.
             c.note(f"measuring {rounds} interleaved rounds of text queries, then of photo queries ...")
             samples = c.Samples()
-            for kind, miss, bare, hit in (
-                ("text", text_miss, text_tower, text_hit),
-                ("image", image_miss, image_bare, image_hit),
-            ):
-                steps = {
-                    f"{kind}_miss": miss,
-                    f"{kind}_bare": bare,
-                    f"{kind}_hit": hit,
-                    f"{kind}_miss_rested": rested(miss),
-                    f"{kind}_bare_rested": rested(bare),
-                }
-                c.interleave(steps, rounds, warmup=warmup, samples=samples, block=BLOCK)
+            with left_out(pipe, probe):
+                for kind, miss, bare, hit in (
+                    ("text", text_miss, text_tower, text_hit),
+                    ("image", image_miss, image_bare, image_hit),
+                ):
+                    steps = {
+                        f"{kind}_miss": miss,
+                        f"{kind}_bare": bare,
+                        f"{kind}_hit": hit,
+                        f"{kind}_miss_rested": rested(miss),
+                        f"{kind}_bare_rested": rested(bare),
+                    }
+                    if "cache-writes" in probe:  # nothing is cached, so nothing can hit
+                        del steps[f"{kind}_hit"]
+                    c.interleave(steps, rounds, warmup=warmup, samples=samples, block=BLOCK)
             for kind in stages:
                 stages[kind] = stages[kind][warmup * BLOCK :]
             pieces = measure_pieces(pipe, texts, photos, rounds)
@@ -196,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
                 profile(pipe, rounds)
 
     ms = {name: samples.median_ms(name) for name in samples.times}
+
+    def verdict(value: float, target: float) -> str:
+        return "probe" if probe else c.verdict(value, target, True)
+
     rows = []
     for kind, label, target in (
         ("text", "text query, cache miss: end-to-end / bare text tower", TARGETS["text"]),
@@ -205,30 +234,64 @@ def main(argv: list[str] | None = None) -> int:
             ratio = samples.ratio(f"{kind}_miss{suffix}", f"{kind}_bare{suffix}")
             rows.append([
                 f"{label} ({when})", ms[f"{kind}_miss{suffix}"], ms[f"{kind}_bare{suffix}"], ratio.median,
-                ratio.spread(), c.verdict(ratio.median, target, True),
+                ratio.spread(), verdict(ratio.median, target),
             ])  # fmt: skip
     for kind in ("text", "image"):
+        if f"{kind}_hit" not in samples.times:
+            continue
         ratio = samples.ratio(f"{kind}_hit", f"{kind}_miss")
         rows.append([
             f"{kind} query: cache hit / cache miss (back to back)", ms[f"{kind}_hit"], ms[f"{kind}_miss"],
-            ratio.median, ratio.spread(), c.verdict(ratio.median, TARGETS["hit"], True),
+            ratio.median, ratio.spread(), verdict(ratio.median, TARGETS["hit"]),
         ])  # fmt: skip
     breakdown = stage_table(stages, pieces)
+    title = f"Query path, {n_products} products, {rounds} rounds (median ms; ratio = median of per-round ratios)"
+    if probe:
+        title += f"; PROBE, not the product: without {', '.join(probe)}"
     payload = c.report(
         "query_path",
         info,
-        f"Query path, {n_products} products, {rounds} rounds (median ms; ratio = median of per-round ratios)",
+        title,
         ["measure", "subject ms", "baseline ms", "ratio", "p25-p75", "target"],
         rows,
         model=str(repo),
         onnxruntime_threads=str(threads),
         index_fill=f"{n_products} products upserted in {fill_s:.1f} s (Qdrant Edge + MongoDB)",
+        without=list(probe),
     )
     print("\nWhere a cache miss spends its time (median ms; the matcher's own timings, plus pieces timed alone)")
     print(c.table(["stage", "text query", "image query"], breakdown))
     payload["breakdown"] = breakdown
     c.write_json(args.json, payload)
     return 0
+
+
+def stages_left_out(text: str) -> tuple[str, ...]:
+    """``--without``'s value: stage names from ``STAGES``, comma-separated."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+    return names
+
+
+@contextlib.contextmanager
+def left_out(pipe: Pipeline, stages: tuple[str, ...]) -> Iterator[None]:
+    """The probe: the pipeline's own parts answer with these stages skipped, until the block ends. ``hybrid`` is a
+    setting (``HYBRID_SEARCH=0``) and made when the pipeline is."""
+    skipped = {
+        "metadata": (pipe.store, "get_many", lambda ids: {}),  # MongoDB holds none: the matcher uses the payload
+        "cache-writes": (pipe.cache, "set", lambda key, value: None),
+        "events": (pipe.events, "write", lambda *args, **fields: None),
+    }
+    replaced = [skipped[name] for name in stages if name in skipped]
+    for part, method, stand_in in replaced:
+        setattr(part, method, stand_in)
+    try:
+        yield
+    finally:
+        for part, method, _ in replaced:
+            delattr(part, method)  # the class's own method again
 
 
 def measure_pieces(pipe: Pipeline, texts: list[str], photos: list[Path], rounds: int) -> dict[str, float]:

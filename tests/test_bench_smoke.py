@@ -73,3 +73,26 @@ def test_benchmarks_run_with_the_apps_process_defaults():
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
     assert proc.stdout.strip() == "1", proc.stderr
+
+
+def test_query_path_probe_leaves_stages_out_and_says_so(model_repo, tmp_path):
+    """``--without`` measures the path with stages skipped: its table is marked as a probe, never met or missed, and
+    with nothing cached no hit is timed."""
+    shared("grocery_store", "queries")
+    out = tmp_path / "probe.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.query_path", "--smoke", "--model-repo", str(model_repo), "--json", str(out),
+         "--without", "metadata,cache-writes,events,hybrid"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "PROBE, not the product: without metadata, cache-writes, events, hybrid" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["without"] == ["metadata", "cache-writes", "events", "hybrid"]
+    assert [row[-1] for row in result["rows"]] == ["probe"] * 4  # two text and two photo misses, no hit rows
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench.query_path", "--smoke", "--without", "mongo"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown stage 'mongo'; choose from metadata" in bad.stderr
