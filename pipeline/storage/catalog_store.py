@@ -100,7 +100,7 @@ class CatalogStore:
             raise unavailable(err, "listing products") from err
 
     def get_many(self, ids: Iterable[str]) -> dict[str, dict]:
-        """All requested products: one round trip for a query's answer or a page, one per ``IN_CHUNK`` ids beyond."""
+        """All requested products, one round trip per ``IN_CHUNK`` ids (a query's usual answer and a page are one)."""
         ids = list(ids)
         if not ids:
             return {}
