@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,19 +155,35 @@ def product_text(fields: dict) -> str:
     return " ".join(" ".join(parts).split())
 
 
+# A price written with thousands separators ("1,250", "12,345.50"): the only comma a price may have.
+THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
+
+
 def _price(value: object) -> float | None:
-    if value is None or value == "":
+    """The price as a number, or None when it is left empty. Raises ValueError with what is wrong with it: a comma
+    that is not a thousands separator ("12,50") is refused rather than read as 1250 or guessed as 12.5."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
-        raise ValueError
+        raise ValueError("is not a number")
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
-        number = float(value.strip().lstrip("$€£").replace(",", ""))
+        text = value.strip().strip("$€£").strip()
+        if "," in text:
+            if not THOUSANDS.fullmatch(text):
+                raise ValueError("has a comma that is not a thousands separator: write decimals with a point (12.50)")
+            text = text.replace(",", "")
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError("is not a number") from None
     else:
-        raise ValueError
-    if not math.isfinite(number) or number < 0:
-        raise ValueError
+        raise ValueError("is not a number")
+    if not math.isfinite(number):
+        raise ValueError("is not a number")
+    if number < 0:
+        raise ValueError("is negative")
     return number
 
 
@@ -215,8 +232,8 @@ def _validate(
     fields["id"] = product_id
     try:
         fields["price"] = _price(row.get("price"))
-    except (ValueError, TypeError):
-        return BadRow(line, f"price {row.get('price')!r} is not a number", product_id)
+    except ValueError as err:
+        return BadRow(line, f"price {row.get('price')!r} {err}", product_id)
     for name in STRING_FIELDS:
         value = fields.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):

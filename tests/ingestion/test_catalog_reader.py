@@ -91,6 +91,28 @@ def test_csv_and_composed_text(tmp_path, image_dir):
     assert product_text({"text": "  given   text ", "name": "n"}) == "given text"
 
 
+def test_prices_as_shops_write_them(tmp_path, image_dir):
+    """Thousands separators and currency signs are read; a decimal comma is a bad row that says so, never 12,50 read
+    as 1250; a negative price says it is negative; an empty-looking cell is no price."""
+    catalog = tmp_path / "cat" / "catalog.csv"
+    prices = ["1,250", "12,345.50", "€ 9.99", "$1,000", "  ", "", "12,50", "1.234,56", "1,25,000", "-3", "ten"]
+    catalog.write_text(
+        "id,name,price,image_path\n"
+        + "".join(f'p{n},Thing {n},"{price}",images/a.jpg\n' for n, price in enumerate(prices))
+    )
+    rows = read_catalog(catalog)
+    assert {p.id: p.fields["price"] for p in rows.products} == {
+        "p0": 1250.0, "p1": 12345.5, "p2": 9.99, "p3": 1000.0, "p4": None, "p5": None,
+    }  # fmt: skip
+    reasons = {b.product_id: b.reason for b in rows.bad}
+    for pid, price in (("p6", "12,50"), ("p7", "1.234,56"), ("p8", "1,25,000")):
+        assert (
+            reasons[pid]
+            == f"price {price!r} has a comma that is not a thousands separator: write decimals with a point (12.50)"
+        )
+    assert reasons["p9"] == "price '-3' is negative" and reasons["p10"] == "price 'ten' is not a number"
+
+
 def test_unreadable_catalogue_is_one_error(tmp_path):
     with pytest.raises(CatalogError, match="does not exist"):
         read_catalog(tmp_path / "missing.jsonl")
