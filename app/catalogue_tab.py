@@ -168,7 +168,9 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         mode = gr.Radio([(words, key) for key, words in MODES.items()], value="update", label="How",
                         elem_id="ingest-mode")  # fmt: skip
         ingest_button = gr.Button("Import", variant="primary", elem_id="ingest", interactive=manager.writable)
-        summary = gr.Markdown(elem_id="ingest-summary")
+        # Room for the progress bar: an empty Markdown has no height, and the bar of a first import was drawn into
+        # nothing (it showed only once an earlier report filled the box).
+        summary = gr.Markdown(elem_id="ingest-summary", min_height=72)
         bad_table = gr.Dataframe(headers=["line", "id", "reason"], label="Bad rows", interactive=False,
                                  elem_id="bad-rows")  # fmt: skip
         bad_csv = gr.File(label="Bad rows as CSV", visible=False, elem_id="bad-rows-csv")

@@ -259,14 +259,20 @@ def test_import_search_and_delete(page, upload):
     expect(page.locator("#lock-note")).to_contain_text("Changes allowed in this browser session")
     _attach(page, upload)
 
-    # Every text the import's progress bar shows, recorded as the page renders it.
+    # Every text the import's progress bar shows, recorded as the page renders it, with the height of the box it is
+    # drawn in (a first import's bar was once drawn into an empty report box of no height: there, but not to be seen).
     page.evaluate(
         """() => {
             window.progressSeen = [];
+            window.progressHeights = [];
             new MutationObserver(() => {
                 for (const el of document.querySelectorAll('.progress-level, .progress-text')) {
                     const words = el.textContent.trim();
-                    if (words && !window.progressSeen.includes(words)) window.progressSeen.push(words);
+                    if (words && !window.progressSeen.includes(words)) {
+                        window.progressSeen.push(words);
+                        const box = document.querySelector('#ingest-summary').getBoundingClientRect();
+                        window.progressHeights.push(box.height);
+                    }
                 }
             }).observe(document.body, {subtree: true, childList: true, characterData: true});
         }"""
@@ -278,6 +284,8 @@ def test_import_search_and_delete(page, upload):
     expect(summary).to_contain_text(f"{len(upload.rows)} added · 0 updated · 0 unchanged · 0 deleted · 1 bad row")
     seen = page.evaluate("window.progressSeen")
     assert any(f"of {len(upload.rows)} products" in words for words in seen), f"no progress shown: {seen}"
+    heights = page.evaluate("window.progressHeights")
+    assert min(heights) >= 40, f"the progress bar was drawn in a box {min(heights)} px high: {heights}"
 
     bad = page.locator("#bad-rows")
     expect(bad).to_contain_text("outdoor-bad")
