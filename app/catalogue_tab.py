@@ -62,8 +62,8 @@ def _summary(report: dict) -> str:
         )
         more = f" (and {len(pairs) - 10} more)" if len(pairs) > 10 else ""
         lines.append(
-            f"**Near-identical photos** ({_many(len(pairs), 'pair')}; merge or fix them, or check with "
-            f"`python -m pipeline duplicates`): {shown}{more}"
+            f"**Near-identical photos** ({_many(len(pairs), 'pair')}; merge or fix them; with the app stopped, "
+            f"`python -m pipeline duplicates` lists them all): {shown}{more}"
         )
     return "\n\n".join(lines)
 

@@ -129,7 +129,8 @@ def heading(result: MatchResult, filters: Filters) -> str:
                 "and match again."
             )
         return (
-            "### The catalogue is empty\nThere is nothing to match yet: ingest a catalogue with "
+            "### The catalogue is empty\nThere is nothing to match yet: import a catalogue in the **Catalogue** tab "
+            "(the app must be started with `ADMIN_TOKEN`), or stop the app and run "
             "`python -m pipeline ingest assets/demo_catalog/catalog.jsonl`."
         )
     counts = {level: sum(m.level == level for m in result.matches) for level in ("match", "similar")}
@@ -231,7 +232,8 @@ def is_inside(path: str | Path, folders: Iterable[Path]) -> bool:
 
 
 EMPTY_CATALOGUE = (
-    "The catalogue is empty: ingest one with 'python -m pipeline ingest assets/demo_catalog/catalog.jsonl'."
+    "The catalogue is empty: import one in the Catalogue tab (the app must be started with ADMIN_TOKEN), or stop the "
+    "app and run 'python -m pipeline ingest assets/demo_catalog/catalog.jsonl'."
 )
 
 

@@ -103,6 +103,8 @@ def test_empty_text_is_a_clear_error_and_the_app_keeps_serving(client):
         client.predict("   ", api_name="/match_text")
     with pytest.raises(AppError, match="Please upload a photo"):
         client.predict(None, api_name="/match_image")
+    with pytest.raises(AppError, match=r"Choose a product first: click one of the results \(through the API"):
+        client.predict("", api_name="/similar")  # the page's "More like this" before any result was clicked
     assert client.predict(SAMPLE[2]["text"], api_name="/match_text")[1]["matches"][0]["id"] == SAMPLE[2]["id"]
 
 

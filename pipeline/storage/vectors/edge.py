@@ -58,10 +58,11 @@ INFO_FILE = "collection.json"
 SHARD = "shard"
 LOCK_FILE = "lock"
 FLUSH_EVERY_S = 1.0  # during a change, what was written is flushed at least this often (see _create; 18 ms a flush)
+# One sentence for every command: searching and changing the catalogue both go through the process that holds it.
 IN_USE = (
-    "The vector index in {path} is open in another process (the app, or another ingest). Change the catalogue "
-    "through that app instead (its Catalogue tab or its /ingest API), stop that process first, or run a Qdrant "
-    "server (QDRANT_URL) and a MongoDB server (MONGODB_URI), with which several processes may write."
+    "The vector index in {path} is open in another process (the app, or an ingest): search and change the catalogue "
+    "through that app (its Search and Catalogue tabs, or its API), stop that process first, or run a Qdrant server "
+    "(QDRANT_URL) and a MongoDB server (MONGODB_URI), which several processes can share."
 )
 
 
