@@ -167,6 +167,7 @@ class CatalogueManager:
                     progress=False,
                     image_roots=upload.image_roots,
                     on_progress=tell,
+                    images_label="among the uploaded photos",
                 )
                 report.catalog = Path(catalogue).name if catalogue else Path(archive).name
                 report.skipped = list(upload.skipped)

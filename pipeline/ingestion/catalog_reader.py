@@ -187,15 +187,18 @@ def _price(value: object) -> float | None:
     return number
 
 
-def resolve_image(image_path: str, root: Path | list[Path], images_dir: Path | None) -> Path:
+def resolve_image(
+    image_path: str, root: Path | list[Path], images_dir: Path | None, images_label: str | None = None
+) -> Path:
     """Where the photo is; raises ValueError with the reason when it may not or cannot be used.
 
     ``root``: the folder (or folders, tried in order: an upload's catalogue folder, then the zip's root) that relative
-    paths are relative to; a relative path may not leave it."""
+    paths are relative to; a relative path may not leave it. ``images_label``: how the reason names ``images_dir``
+    (an upload's private folder means nothing to the person; default: "under" the folder)."""
     given = Path(str(image_path).replace("\\", "/"))
     roots = [Path(r).resolve() for r in (root if isinstance(root, list) else [root])]
+    escapes = False
     if not given.is_absolute():
-        escapes = False
         for base in roots:
             candidate = (base / given).resolve()
             if not candidate.is_relative_to(base):
@@ -208,14 +211,20 @@ def resolve_image(image_path: str, root: Path | list[Path], images_dir: Path | N
         candidate = (images_dir / given.name).resolve()
         if candidate.is_file():
             return candidate
-        raise ValueError(f"image {given.name} not found under {images_dir}")
+        where = images_label or f"under {images_dir}"
+        if escapes:
+            raise ValueError(
+                f"image path {image_path} points outside the catalogue folder, and no photo named {given.name} is "
+                f"{where}"
+            )
+        raise ValueError(f"image {given.name} not found {where}")
     if given.is_absolute():
         raise ValueError(f"image path {image_path} is absolute; pass --images DIR to look it up by file name")
     raise ValueError(f"image {image_path} not found")
 
 
 def _validate(
-    line: int, row: object, seen: dict[str, int], root: list[Path], images_dir: Path | None
+    line: int, row: object, seen: dict[str, int], root: list[Path], images_dir: Path | None, images_label: str | None
 ) -> Product | BadRow:
     if isinstance(row, str):
         return BadRow(line, row)
@@ -245,7 +254,7 @@ def _validate(
     if not fields.get("image_path"):
         return BadRow(line, "missing image_path", product_id)
     try:
-        image_file = resolve_image(fields["image_path"], root, images_dir)
+        image_file = resolve_image(fields["image_path"], root, images_dir, images_label)
     except ValueError as err:
         return BadRow(line, str(err), product_id)
     # The content: the row and the photo's bytes, not where the photo happens to lie (an upload unpacks into a new
@@ -257,9 +266,12 @@ def _validate(
     return Product(line, product_id, fields, image_file, product_text(fields), digest.hexdigest()[:32])
 
 
-def read_catalog(path: Path, images_dir: Path | None = None, image_roots: list[Path] | None = None) -> CatalogRows:
+def read_catalog(
+    path: Path, images_dir: Path | None = None, image_roots: list[Path] | None = None, images_label: str | None = None
+) -> CatalogRows:
     """Every row of the file, validated. Relative image paths resolve against ``image_roots`` (default: the
-    catalogue's folder); ``images_dir``: where absolute or foreign paths are looked up by file name."""
+    catalogue's folder); ``images_dir``: where absolute or foreign paths are looked up by file name, named
+    ``images_label`` in the reasons of bad rows."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"The catalogue file {path} does not exist.")
@@ -268,7 +280,7 @@ def read_catalog(path: Path, images_dir: Path | None = None, image_roots: list[P
     seen: dict[str, int] = {}
     for line, row in _raw_rows(path):
         result.total += 1
-        checked = _validate(line, row, seen, image_roots or [path.parent], images_dir)
+        checked = _validate(line, row, seen, image_roots or [path.parent], images_dir, images_label)
         if isinstance(checked, BadRow):
             result.bad.append(checked)
         else:

@@ -114,15 +114,17 @@ def ingest(
     progress: bool = True,
     image_roots: list[Path] | None = None,
     on_progress: Progress | None = None,
+    images_label: str | None = None,
 ) -> IngestReport:
     """Add and update the catalogue's products; ``sync``: also delete the products the file no longer has;
     ``reset``: start from an empty catalogue (vectors and MongoDB products). ``on_progress(done, total, stage)`` is
-    called as products are done (the Catalogue tab's progress bar); ``progress`` draws a bar on the terminal.
+    called as products are done (the Catalogue tab's progress bar); ``progress`` draws a bar on the terminal;
+    ``images_label``: how bad rows name ``images_dir`` (``read_catalog``).
 
     A full disk stops the ingest with ``StorageFull``: the batches written before stay (in both stores), the one being
     written is not served half-done (the catalogue version moves on), and the same ingest again completes the rest."""
     try:
-        return _ingest(pipeline, catalog, images_dir, reset, sync, progress, image_roots, on_progress)
+        return _ingest(pipeline, catalog, images_dir, reset, sync, progress, image_roots, on_progress, images_label)
     except Exception as err:
         if not _disk_full(err):
             raise
@@ -161,11 +163,12 @@ def _ingest(
     progress: bool,
     image_roots: list[Path] | None,
     on_progress: Progress | None,
+    images_label: str | None,
 ) -> IngestReport:
     started = time.perf_counter()
     tell = on_progress or (lambda done, total, stage: None)
     tell(0, 0, "reading the catalogue")
-    rows = read_catalog(Path(catalog), images_dir, image_roots)
+    rows = read_catalog(Path(catalog), images_dir, image_roots, images_label)
     report = IngestReport(str(catalog), rows=rows.total, bad=list(rows.bad))
     if (sync or reset) and not rows.products:
         _refuse_to_empty(

@@ -181,7 +181,10 @@ def unpacked_upload(
                     f"The catalogue file is {catalogue.stat().st_size / 2**20:,.0f} MB, more than the "
                     f"{limits.max_catalogue_bytes / 2**20:,.0f} MB accepted."
                 )
-            unpacked.catalogue = folder / f"uploaded-catalogue{catalogue.suffix.lower()}"
+            # Under its own name (what reports and refusals call it), in a folder of its own so that no photo or
+            # catalogue of the zip is overwritten; image paths still resolve against the upload's root.
+            own = Path(tempfile.mkdtemp(prefix=".catalogue-", dir=folder))
+            unpacked.catalogue = own / catalogue.name
             shutil.copyfile(catalogue, unpacked.catalogue)
         elif len(in_zip) == 1:
             unpacked.catalogue = in_zip[0]

@@ -96,8 +96,10 @@ def test_upload_search_sync_and_delete(client, tmp_path):
     for _ in range(2):  # the second time from the result cache, if it were stale
         _, found = client.predict(gone["text"], top_k=10, api_name="/match_text")
         assert gone["id"] not in {m["id"] for m in found["matches"]}
-    with pytest.raises(Exception, match="Nothing was changed: syncing to it would delete all 9 products"):
+    with pytest.raises(Exception, match="Nothing was changed: syncing to it would delete all 9 products") as refused:
         _ingest(client, kept_catalogue, None, mode="sync")  # the photos' zip forgotten: every row bad
+    said = str(refused.value)
+    assert "No product could be read from catalog.jsonl" in said and "/uploads/" not in said, said
     assert _count(client) == 9
 
     deleted = client.predict([rows[0]["id"], "no-such-id"], TOKEN, api_name="/delete_products")
@@ -151,13 +153,22 @@ def test_hostile_uploads_are_refused_with_a_sentence(client, admin_app, tmp_path
     assert not outside.exists()
     assert not list((Path(admin_app.log_path).parent / "data" / "uploads").glob("*/**/*.jpg")), "nothing left behind"
 
-    rows = [row, {"id": "hostile-2", "name": "Broken photo", "image_path": "img/2.jpg"}]
+    rows = [row, {"id": "hostile-2", "name": "Broken photo", "image_path": "img/2.jpg"},
+            {"id": "hostile-3", "name": "Escape", "image_path": "../../etc/passwd"},
+            {"id": "hostile-4", "name": "Missing", "image_path": "img/4.jpg"}]  # fmt: skip
     catalogue.write_text("\n".join(json.dumps(r) for r in rows))
     mixed = _zip_with(tmp_path / "mixed.zip", {"img/1.jpg": _jpeg(), "img/2.jpg": b"\xff\xd8 not a jpeg",
                                                "notes.txt": b"hello", "run.sh": b"rm -rf /"})  # fmt: skip
     report = _ingest(client, catalogue, mixed)
-    assert report["added"] == 1 and [b["id"] for b in report["bad"]] == ["hostile-2"]
-    assert "not a supported image" in report["bad"][0]["reason"]
+    assert report["added"] == 1 and [b["id"] for b in report["bad"]] == ["hostile-2", "hostile-3", "hostile-4"]
+    reasons = [b["reason"] for b in report["bad"]]
+    assert "not a supported image" in reasons[0]
+    # Said as the person knows the upload: never the server's private folder it was unpacked into.
+    assert reasons[1] == (
+        "image path ../../etc/passwd points outside the catalogue folder, and no photo named passwd is among the "
+        "uploaded photos"
+    )
+    assert reasons[2] == "image 4.jpg not found among the uploaded photos"
     assert any("notes.txt" in s for s in report["skipped"]) and any("run.sh" in s for s in report["skipped"])
 
 
