@@ -238,10 +238,10 @@ EMPTY_CATALOGUE = (
 
 
 def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
-    """What the status line says now; ``problems`` are those found at start-up (the empty-catalogue notice is decided
-    here, so it goes away once products are in)."""
+    """What the status line says now; ``problems`` are those found at start-up (the empty-catalogue and offline-model
+    notices are decided here: the first goes away once products are in, and neither is said twice)."""
     settings = pipe.settings
-    problems = [p for p in problems if p != EMPTY_CATALOGUE]
+    problems = [p for p in problems if p not in (EMPTY_CATALOGUE, OFFLINE_NOTICE)]  # both decided again below
     try:
         model = pipe.card.label
         if pipe.card.kind == "offline":

@@ -402,3 +402,17 @@ def test_app_config_from_env():
     for env in ({"GRADIO_SHARE": "maybe"}, {"GRADIO_SERVER_PORT": "http"}, {"GRADIO_CONCURRENCY": "0"}):
         with pytest.raises(SettingsError):
             AppConfig.from_env(env)
+
+
+def test_the_status_line_says_each_notice_once(tmp_path, offline_repo, mongo_uri):
+    """Every page load passes on what the start found; the notices decided anew must not pile up (the offline
+    model's notice showed twice on every page)."""
+    from pipeline.service import Pipeline
+    from pipeline.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", model_repository=offline_repo, mongodb_uri=mongo_uri)
+    with Pipeline(settings) as pipe:
+        started = h.page_info(pipe)
+        again = h.page_info(pipe, [*started.problems, "MongoDB does not answer (ping): refused"])
+    assert started.problems == (h.OFFLINE_NOTICE, h.EMPTY_CATALOGUE)
+    assert again.problems == ("MongoDB does not answer (ping): refused", h.OFFLINE_NOTICE, h.EMPTY_CATALOGUE)
