@@ -47,8 +47,8 @@ def _many(count: int, word: str = "product", bold: bool = False) -> str:
 def _summary(report: dict) -> str:
     lines = [
         f"### Import done: {_many(report['rows'], 'row')}",
-        f"**{report['added']}** added · **{report['updated']}** updated · **{report['unchanged']}** unchanged · "
-        f"**{report['deleted']}** deleted · {_many(len(report['bad']), 'bad row', bold=True)} · catalogue version "
+        f"**{report['added']:,}** added · **{report['updated']:,}** updated · **{report['unchanged']:,}** unchanged · "
+        f"**{report['deleted']:,}** deleted · {_many(len(report['bad']), 'bad row', bold=True)} · catalogue version "
         f"{report['catalog_version']} · {report['seconds']:.1f} s",
     ]
     if report.get("skipped"):

@@ -259,3 +259,16 @@ def test_an_import_reports_near_identical_photos_and_the_tab_shows_them(client, 
     assert "Near-identical photos" in shown and "twin-1 ~ twin-2" in shown
     done = client.predict(["twin-1", "twin-2"], TOKEN, api_name="/delete_products")
     assert sorted(done["deleted"]) == ["twin-1", "twin-2"]
+
+
+def test_the_import_report_writes_large_numbers_one_way():
+    from app.catalogue_tab import _summary
+
+    report = {"rows": 12000, "added": 11000, "updated": 1000, "unchanged": 0, "deleted": 2500, "bad": [],
+              "catalog_version": 3, "seconds": 95.0}  # fmt: skip
+    assert _summary(report).splitlines()[:3] == [
+        "### Import done: 12,000 rows",
+        "",
+        "**11,000** added · **1,000** updated · **0** unchanged · **2,500** deleted · **0** bad rows · catalogue "
+        "version 3 · 95.0 s",
+    ]
