@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipeline.errors import PipelineError
+from pipeline.errors import InvalidInput, PipelineError
 from pipeline.query.types import Filters
 
 from . import handlers as h
@@ -139,7 +139,7 @@ def build_demo(
         """More like this: the products whose photos are closest to this product's (itself excluded, filters
         applied). Returns the gallery (photo, caption) and the matches as JSON."""
         if not str(product_id or "").strip():  # the page passes the result clicked last: none yet
-            raise gr.Error("Choose a product first: click one of the results (through the API: pass its id).")
+            raise InvalidInput("Choose a product first: click one of the results (through the API: pass its id).")
         return respond(
             lambda k, f: pipe.matcher.similar(product_id, top_k=k, filters=f, diverse=bool(diverse)),
             top_k, categories, brands, min_price, max_price,
