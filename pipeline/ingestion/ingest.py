@@ -14,13 +14,14 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..batches import chunks
 from ..errors import CatalogError, PipelineError, StorageFull
 from ..ops.duplicates import near_duplicates, threshold_for
 from ..progress import counter
@@ -79,11 +80,6 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
         }
-
-
-def _batches(items: list[Product], size: int) -> Iterator[list[Product]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _decode(pipeline, batch: list[Product]) -> tuple[list[Product], np.ndarray | None, list[BadRow]]:
@@ -275,7 +271,7 @@ def _embed_and_write(
 ) -> None:
     encoder = pipeline.encoder
     batch_size = max(1, pipeline.settings.ingest_batch_size)
-    batches = list(_batches(todo, batch_size))
+    batches = list(chunks(todo, batch_size))
     with (
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,

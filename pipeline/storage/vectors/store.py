@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from ...batches import chunks
 from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
@@ -218,13 +219,13 @@ class VectorStore:
     def delete(self, product_ids: Iterable[str]) -> int:
         """Remove these products; returns how many of them were in the collection."""
         present = [d["product_id"] for d in self._retrieve_all(sorted(set(product_ids)), ["product_id"])]
-        for start in range(0, len(present), POINTS_PER_CALL):
-            self._delete(present[start : start + POINTS_PER_CALL])
+        for part in chunks(present, POINTS_PER_CALL):
+            self._delete(part)
         return len(present)
 
     def _retrieve_all(self, product_ids: list[str], fields: list[str]) -> Iterator[dict]:
-        for start in range(0, len(product_ids), POINTS_PER_CALL):
-            yield from self._retrieve(product_ids[start : start + POINTS_PER_CALL], fields)
+        for part in chunks(product_ids, POINTS_PER_CALL):
+            yield from self._retrieve(part, fields)
 
     def content_hashes(self, product_ids: list[str]) -> dict[str, str]:
         """The stored content hash of each known product, so ingestion can skip what has not changed."""
