@@ -17,8 +17,8 @@ from urllib.parse import quote
 from PIL import Image
 
 from pipeline.errors import InvalidInput, PipelineError
-from pipeline.query.preprocess import NOT_AN_IMAGE
-from pipeline.query.types import LEVEL_WORDS, Filters, Match, MatchResult
+from pipeline.inputs import NOT_AN_IMAGE
+from pipeline.types import LEVEL_WORDS, Filters, Match, MatchResult
 
 log = logging.getLogger("app")
 

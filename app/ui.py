@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from pipeline.errors import InvalidInput, PipelineError
-from pipeline.query.types import Filters
+from pipeline.types import Filters
 
 from . import handlers as h
 from .catalogue import CatalogueManager

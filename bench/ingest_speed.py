@@ -32,7 +32,7 @@ from bench import _common as c
 from pipeline import model_repo as mr
 from pipeline.ingestion.catalog_reader import read_catalog
 from pipeline.ingestion.ingest import ingest
-from pipeline.query.preprocess import load_image
+from pipeline.inputs import load_image
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 

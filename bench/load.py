@@ -38,7 +38,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _start_app(repo: Path, data: Path, work: Path):
-    from pipeline.ports import free_port
+    from pipeline.processes.ports import free_port
     from tests.support.app_fixtures import APP_ENV, launch
 
     subprocess.run(

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
 from pipeline import model_repo as mr
-from pipeline.query.preprocess import load_image
+from pipeline.inputs import load_image
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 from pipeline.storage.vectors import IndexedProduct

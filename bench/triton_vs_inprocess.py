@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import _common as c
 from pipeline import model_repo as mr
 from pipeline.inference.ort_backend import OrtBackend
+from pipeline.inputs import load_image
 from pipeline.model_build.triton_repo import (
     DEFAULT_QUEUE_DELAY_US,
     IDENTITY_PARAMETER,
@@ -47,7 +48,7 @@ from pipeline.model_build.triton_repo import (
     visual_specs,
     write_triton_model,
 )
-from pipeline.query.preprocess import Preprocessor, load_image
+from pipeline.query.preprocess import Preprocessor
 
 CONCURRENCY = (1, 4, 8)
 LATENCY_BLOCK = 5

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineError
-from .ops import compare_models, duplicates, evaluate, triton_server
+from .ingestion import duplicates
+from .ops import compare_models, evaluate, triton_server
 from .settings import Settings, SettingsError
 
 
@@ -40,7 +41,7 @@ def _build_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _filters(args: argparse.Namespace):
-    from .query.types import Filters
+    from .types import Filters
 
     return Filters(
         categories=tuple(args.category or ()),
@@ -82,8 +83,8 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from .query.types import LEVEL_WORDS
     from .service import Pipeline
+    from .types import LEVEL_WORDS
 
     with Pipeline(settings) as pipe:
         if args.text is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ports import free_port
+from pipeline.processes.ports import free_port
 from tests.support.app_fixtures import launch
 from tests.support.triton_fixtures import require_triton
 

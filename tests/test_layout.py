@@ -1,6 +1,7 @@
-"""The folder layout is the architecture: the runtime (what the app and the query path load) never imports the model
-build, and nothing but the model build imports torch. Checked on the source (every import, lazy ones included) and in a
-fresh interpreter that imports every runtime module."""
+"""The folder layout is the architecture: layers import only downwards, the runtime (what the app and the query path
+load) never imports the model build, and nothing but the model build imports torch. Checked on the source (every
+import, lazy ones included) and in a fresh interpreter that imports every runtime module. docs/architecture.md
+draws the same order."""
 
 from __future__ import annotations
 
@@ -11,10 +12,27 @@ from pathlib import Path
 
 from .conftest import REPO_ROOT
 
-RUNTIME = ["pipeline/query", "pipeline/inference", "pipeline/storage", "pipeline/ingestion", "pipeline/ops", "app"]
-RUNTIME_FILES = ["pipeline/service.py", "pipeline/settings.py", "pipeline/errors.py", "pipeline/model_repo.py",
-                 "pipeline/ports.py", "pipeline/progress.py"]  # fmt: skip
+RUNTIME = ["pipeline/query", "pipeline/inference", "pipeline/storage", "pipeline/ingestion", "pipeline/ops",
+           "pipeline/processes", "app"]  # fmt: skip
+BASE = ["pipeline.errors", "pipeline.settings", "pipeline.types", "pipeline.inputs", "pipeline.batches",
+        "pipeline.progress", "pipeline.model_repo"]  # fmt: skip
+RUNTIME_FILES = ["pipeline/service.py", *(f"{name.replace('.', '/')}.py" for name in BASE)]
 BUILD = "pipeline/model_build"
+
+# Highest first; each layer is a list of parts, each part a tuple of packages or modules. A module may import its own
+# part and the parts of any layer below its own: never a layer above, nor another part of its own layer (storage and
+# inference know nothing of each other, nor do ops and the model build).
+LAYERS: list[list[tuple[str, ...]]] = [
+    [("app",)],
+    [("pipeline.cli", "pipeline.__main__")],
+    [("pipeline.ops",), ("pipeline.model_build",)],
+    [("pipeline.ingestion",)],
+    [("pipeline.service",)],
+    [("pipeline.query",)],
+    [("pipeline.storage",), ("pipeline.inference",)],
+    [("pipeline.processes",)],
+    [(*BASE, "pipeline")],
+]
 
 
 def _files(*roots: str) -> list[Path]:
@@ -42,6 +60,53 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             found.append((node.lineno, base))
             found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
     return found
+
+
+def _part(module: str) -> tuple[int, str, str] | None:
+    """(layer, part's first name, the name matched) of a module of ours: the longest name it falls under."""
+    best = None
+    for rank, parts in enumerate(LAYERS):
+        for part in parts:
+            for name in part:
+                if (module == name or module.startswith(name + ".")) and (best is None or len(name) > len(best[2])):
+                    best = (rank, part[0], name)
+    return best
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def reverse_imports(paths: list[Path]) -> list[str]:
+    offenders = []
+    for path in paths:
+        here = _part(_module(path))
+        assert here is not None, f"{path} is in no layer of LAYERS"
+        for line, name in _imports(path):
+            there = _part(name)
+            if there is None or there[1] == here[1] or there[0] > here[0]:
+                continue
+            if there[2] == "pipeline" and name != "pipeline":
+                continue  # `from pipeline import x` is the import of pipeline.x, judged on its own entry
+            offenders.append(f"{path.relative_to(REPO_ROOT)}:{line} ({here[1]}) imports {name} ({there[1]})")
+    return offenders
+
+
+def test_layers_import_only_downwards():
+    assert not reverse_imports(_files("pipeline", "app")), reverse_imports(_files("pipeline", "app"))
+
+
+def test_a_reverse_import_is_found(tmp_path):
+    """The check itself can fail: a storage module that imports the query layer is named."""
+    bad = REPO_ROOT / "pipeline" / "storage" / "_layout_probe.py"
+    bad.write_text("from ..query import matcher\nfrom ..errors import InvalidInput\n")
+    try:
+        found = reverse_imports([bad])
+    finally:
+        bad.unlink()
+    assert found == ["pipeline/storage/_layout_probe.py:1 (pipeline.storage) imports pipeline.query (pipeline.query)",
+                     "pipeline/storage/_layout_probe.py:1 (pipeline.storage) imports pipeline.query.matcher "
+                     "(pipeline.query)"]  # fmt: skip
 
 
 def test_runtime_never_imports_the_model_build():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.ports import free_port
+from pipeline.processes.ports import free_port
 from tests.support.app_fixtures import launch
 
 from .conftest import REPO_ROOT

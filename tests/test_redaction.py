@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from pipeline.ingestion.ingest import ingest
-from pipeline.ports import free_port
+from pipeline.processes.ports import free_port
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 

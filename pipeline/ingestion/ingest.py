@@ -23,12 +23,12 @@ import numpy as np
 
 from ..batches import chunks
 from ..errors import CatalogError, PipelineError, StorageFull
-from ..ops.duplicates import near_duplicates, threshold_for
+from ..inputs import load_image, read_image_bytes
 from ..progress import counter
-from ..query.preprocess import load_image, read_image_bytes
 from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
 from ..storage.vectors.lexical import lexical_text
 from .catalog_reader import BadRow, CatalogRows, Product, read_catalog
+from .duplicates import near_duplicates, threshold_for
 
 Progress = Callable[[int, int, str], None]  # (products done, products to do, what is happening)
 

@@ -16,7 +16,8 @@ import numpy as np
 from .. import model_repo as mr
 from ..errors import CatalogError, PipelineError
 from ..ingestion.catalog_reader import read_catalog
-from ..query.preprocess import Preprocessor, load_image
+from ..inputs import load_image
+from ..query.preprocess import Preprocessor
 
 #: Rows read from the calibration catalogue by default: a few hundred cover a catalogue's range of photos and texts;
 #: more costs build time (a ViT-B/32 image tower runs ~20 photos/s here) and moved no range further in our runs.

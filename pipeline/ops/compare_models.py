@@ -36,9 +36,10 @@ from .. import model_repo as mr
 from ..errors import CatalogError, ModelMismatch, PipelineError
 from ..inference.ort_backend import OrtBackend
 from ..ingestion.catalog_reader import read_catalog
+from ..inputs import clean_text, load_image
 from ..progress import step
 from ..query.encoder import Encoder
-from ..query.preprocess import Preprocessor, clean_text, load_image
+from ..query.preprocess import Preprocessor
 
 DEFAULT_LIMIT = 300
 AGREEMENT_K = 10

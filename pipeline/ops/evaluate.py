@@ -26,16 +26,16 @@ import numpy as np
 
 from ..errors import PipelineError
 from ..ingestion.ingest import ingest
+from ..inputs import clean_text, load_image
 from ..model_repo import ModelCard
 from ..progress import counter, step
 from ..query.matcher import level_thresholds
-from ..query.preprocess import clean_text, load_image
-from ..query.types import level_for
 from ..service import Pipeline
 from ..settings import Settings
 from ..storage.vectors import point_id
 from ..storage.vectors.lexical import fuse_rankings, pinned
 from ..storage.vectors.store import HYBRID_DEPTH
+from ..types import level_for
 
 KS = (1, 5, 10)
 MATCH_PRECISION = 0.9

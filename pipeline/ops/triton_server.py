@@ -42,7 +42,7 @@ from typing import Self
 
 from ..errors import PipelineError
 from ..model_repo import TEXT_MODEL, VISUAL_MODEL
-from ..ports import free_port
+from ..processes.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = "scripts/setup_triton_venv.sh"

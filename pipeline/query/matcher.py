@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable, InvalidInput, PipelineError
-from .preprocess import ImageSource, clean_text, load_image, read_image_bytes, text_was_cut
-from .types import Filters, Match, MatchResult, level_for
+from ..inputs import ImageSource, clean_text, load_image, read_image_bytes, text_was_cut
+from ..types import Filters, Match, MatchResult, level_for
 
 
 @dataclass

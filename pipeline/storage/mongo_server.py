@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..errors import BackendUnavailable
-from ..ports import free_port
+from ..processes.ports import free_port
 from . import mongo_guard
 from .mongo_guard import GRACE_S, is_running, live_leases, read_state, signal_process, storage_lock, wait_gone
 

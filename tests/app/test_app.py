@@ -22,8 +22,8 @@ from gradio_client.exceptions import AppError, AuthenticationError
 from app import handlers as h
 from app.config import AppConfig
 from pipeline.errors import InvalidInput
-from pipeline.query.types import Filters, Match, MatchResult
 from pipeline.settings import SettingsError
+from pipeline.types import Filters, Match, MatchResult
 
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
 

@@ -51,7 +51,7 @@ def _import(client: Client, catalogue: Path, archive: Path) -> dict:
 
 
 def _restart(data: Path, model_repo: Path, work: Path):
-    from pipeline.ports import free_port
+    from pipeline.processes.ports import free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in APP_ENV}

@@ -127,7 +127,7 @@ def test_no_route_to_the_hub_is_said_at_once(tmp_path):
     import subprocess
     import sys
 
-    from pipeline.ports import free_port
+    from pipeline.processes.ports import free_port
 
     from ..conftest import REPO_ROOT
 

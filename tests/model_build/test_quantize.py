@@ -13,10 +13,11 @@ from pipeline import model_repo as mr
 from pipeline.cli import main, parser
 from pipeline.errors import CatalogError, PipelineError
 from pipeline.inference.ort_backend import OrtBackend
+from pipeline.inputs import load_image
 from pipeline.model_build.build_model import build_model
 from pipeline.model_build.quantize import MIN_COSINE, PRECISIONS, static_op_types
 from pipeline.query.encoder import Encoder
-from pipeline.query.preprocess import Preprocessor, load_image
+from pipeline.query.preprocess import Preprocessor
 from tests.ops.test_triton import _load_python_model
 from tests.support.triton_fixtures import require_triton
 

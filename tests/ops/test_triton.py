@@ -27,7 +27,7 @@ from pipeline.errors import BackendUnavailable, ModelMismatch, PipelineError
 from pipeline.inference.triton_backend import FallbackBackend, TritonBackend
 from pipeline.model_build.triton_repo import TensorSpec, render_config, write_triton_model
 from pipeline.ops.triton_server import TritonNotInstalled, TritonServer, TritonStartError, find_install
-from pipeline.ports import free_port
+from pipeline.processes.ports import free_port
 from tests.support.triton_fixtures import TINY, build_tiny_repo, image_batch, require_triton, text_batch
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from PIL import Image
 from app import handlers as h
 from pipeline.errors import InvalidInput
 from pipeline.ingestion.ingest import ingest
-from pipeline.query.types import Filters
+from pipeline.types import Filters
 
 from ..conftest import shared
 

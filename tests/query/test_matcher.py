@@ -10,9 +10,9 @@ import pytest
 from pipeline.errors import InvalidInput, ModelMismatch
 from pipeline.ingestion.ingest import ingest
 from pipeline.model_build.build_model import build_model
-from pipeline.query.types import Filters
 from pipeline.service import Pipeline
 from pipeline.storage.mongo_server import LocalMongoServer
+from pipeline.types import Filters
 
 from ..conftest import shared
 

@@ -25,8 +25,9 @@ from PIL import Image
 
 from pipeline import model_repo as mr
 from pipeline.errors import InvalidInput, ModelNotFound
+from pipeline.inputs import load_image
 from pipeline.query import preprocess as pp
-from pipeline.query.preprocess import ImageSteps, Preprocessor, load_image
+from pipeline.query.preprocess import ImageSteps, Preprocessor
 from tests.conftest import REPO_ROOT, shared
 
 PIXEL_ATOL = 1e-5

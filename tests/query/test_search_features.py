@@ -11,10 +11,10 @@ import shutil
 import numpy as np
 import pytest
 
+from pipeline.ingestion.duplicates import near_duplicates, threshold_for
 from pipeline.ingestion.ingest import ingest
-from pipeline.ops.duplicates import near_duplicates, threshold_for
-from pipeline.query.types import Filters
 from pipeline.service import Pipeline
+from pipeline.types import Filters
 
 from ..conftest import shared
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from bench.catalogue_page import mongodb_page
-from pipeline.ports import free_port
+from pipeline.processes.ports import free_port
 from pipeline.storage.catalog_listing import CatalogListing, Listing, Packed
 from pipeline.storage.catalog_store import CatalogStore, connect
 from pipeline.storage.vectors import IndexedProduct, IndexTuning

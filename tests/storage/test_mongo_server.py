@@ -308,7 +308,7 @@ def test_a_pid_is_never_signalled_unless_it_is_the_recorded_process():
 def test_a_server_left_by_an_older_version_is_replaced(tmp_path):
     """``server.json`` as it was before the guard (``{pid, uri}``, the server in its own session): the next start
     stops that server (it is checked to be secantusd on this folder) and starts a guarded one."""
-    from pipeline.ports import free_port
+    from pipeline.processes.ports import free_port
     from pipeline.storage.mongo_server import _answers, _server_command
 
     storage = tmp_path / "mongo"

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from pipeline.ingestion.ingest import ingest
-from pipeline.ports import free_port
+from pipeline.processes.ports import free_port
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...query.types import Filters
+from ...types import Filters
 
 __all__ = ["Filters"]  # the query's filters, turned into each engine's conditions by the adapters
 
