@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import importlib.metadata
 import json
 import os
@@ -21,7 +20,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,18 +62,6 @@ def repeats(args: argparse.Namespace, default: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------------ the model
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Two benchmarks started at once build the model once: the second waits for the first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def model_repo(args: argparse.Namespace, precision: str = "fp32") -> Path:
     """The model repository to measure: ``--model-repo``, else a random-weight CLIP built once under ``--cache``.
 
@@ -85,7 +72,10 @@ def model_repo(args: argparse.Namespace, precision: str = "fp32") -> Path:
     size = "tiny" if args.smoke else "vit-b-32"
     root = Path(args.cache).resolve() / size
     repo = root / f"model_repository-{precision}"
-    with _file_lock(root / ".lock"):
+    from pipeline.processes.locks import locked
+
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root / ".lock"):  # two benchmarks started at once build the model once
         if not _current(repo):
             from pipeline.model_build.build_model import build_model
             from tests.support.random_clip import save_random_clip
