@@ -21,7 +21,7 @@ from tests.support.random_clip import save_random_clip
 from tests.support.triton_fixtures import require_triton
 
 from ..conftest import shared
-from ..storage.test_mongo_server import wait_until
+from ..processes.test_mongo_server import wait_until
 
 
 def _kill9(server: TritonServer) -> None:
