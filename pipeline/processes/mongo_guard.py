@@ -2,11 +2,11 @@
 
 ``python -m pipeline.processes.mongo_guard --storage DIR --host HOST --port PORT [--grace S]``, started by
 ``LocalMongoServer`` in a session of its own so that it survives a ``kill -9`` of its starter; it records itself and
-its server in ``DIR/server.json``. Each user holds a lease (``DIR/leases/<pid>-<token>``, its pid and start time); the
-guard restarts a server that dies on the same port, and
-stops it when no lease has been live for ``--grace`` seconds, on SIGTERM, or when DIR is deleted. Decisions that race
-with a user starting or stopping are made under the lock on ``DIR/lock``. It imports only the standard library and
-``pipeline.processes``' helpers: it runs for as long as the server does and should stay small.
+its server in ``DIR/server.json``. Each user holds a lease (``DIR/leases/<pid>-<token>``, its pid and start time). The
+guard restarts a server that dies on the same port (clients keep their URI), and stops it with SIGTERM, which lets
+WiredTiger close cleanly, when no lease has been live for ``--grace`` seconds, on SIGTERM, or when DIR is deleted.
+Decisions that race with a user starting or stopping are made under the lock on ``DIR/lock``. It imports only the
+standard library and ``pipeline.processes``' helpers: it runs for as long as the server does and should stay small.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import uuid
 from pathlib import Path
 
 from .locks import locked
-from .stopping import is_running, process_start, stop_child
+from .stopping import KILLED, is_running, process_start, stop_child
 
 GRACE_S = 5.0  # how long the server outlives its last user (a restarting app reuses it)
 TICK_S = 0.25  # how often the guard looks at its leases, its server and its folder
-STOP_TIMEOUT_S = 15.0  # SIGTERM, then SIGKILL
+STOP_TIMEOUT_S = 15.0  # how long the server gets to stop on SIGTERM before it is killed
 RESTART_BACKOFF_S = (0.2, 5.0)  # first and longest wait before restarting a server that died
 
 STATE_FILE = "server.json"
@@ -39,7 +39,7 @@ LOCK_FILE = "lock"
 LOG_FILE = "server.log"
 
 
-# -- leases, the lock, the state file ----------------------------------------------------------------------------------
+# -- leases and the state file -----------------------------------------------------------------------------------------
 
 
 def take_lease(storage: Path) -> Path:
@@ -199,7 +199,7 @@ class Guard:
         # secantus closes its listening socket on SIGTERM but its accept thread stays blocked until a connection
         # arrives: poking the port wakes it, so the server stops without waiting out its own timeout.
         code = stop_child(child, STOP_TIMEOUT_S, poke=lambda: _port_open(self.host, self.port))
-        if code == -signal.SIGKILL:
+        if code == KILLED:
             _log(f"the server (pid {child.pid}) did not stop on SIGTERM; killed it")
 
     def run(self, wakeup: int) -> int:

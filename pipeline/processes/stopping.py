@@ -16,6 +16,7 @@ from pathlib import Path
 
 _HAS_PROC = Path("/proc/self/stat").exists()
 KILL_WAIT_S = 5.0  # after SIGKILL: the kernel frees a killed process in well under this
+KILLED = -signal.SIGKILL  # the exit code (as Popen gives it) of a process that SIGKILL ended
 
 
 def process_start(pid: int) -> int | None:

@@ -384,14 +384,14 @@ class TritonServer:
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> int | None:
-        """SIGTERM (Triton unloads the models and stops its stubs), then SIGKILL the whole group; returns the exit code.
+        """SIGTERM (Triton unloads the models and stops its stubs), then kill the whole group; returns the exit code.
 
         Close clients first: an open keep-alive connection makes Triton wait ``--exit-timeout-secs``.
         """
         with self._lock:
             _LIVE.discard(self)
             process, self.process = self.process, None
-            # group: the SIGKILL after the timeout also takes stubs left behind by a crashed server
+            # group: the kill after the timeout also takes stubs left behind by a crashed server
             code = stop_child(process, self.stop_timeout, group=True) if process is not None else None
             if self._log_file is not None:
                 self._log_file.close()
@@ -404,7 +404,7 @@ class TritonServer:
             return code
 
     def kill(self) -> None:
-        """SIGKILL the server and its stubs at once (for tests that simulate a crash); ``stop()`` still cleans up."""
+        """Kill the server and its stubs at once (for tests that simulate a crash); ``stop()`` still cleans up."""
         if self.process is not None:
             kill_group(self.process.pid)
             self.process.wait(timeout=10)
