@@ -14,12 +14,12 @@ import sys
 import time
 
 from pipeline.errors import PipelineError
+from pipeline.processes.data_dir import hold_data_dir
 from pipeline.service import Pipeline
 from pipeline.settings import Settings, SettingsError
 
 from . import handlers as h
 from .config import AppConfig
-from .data_dir_lock import hold_data_dir
 
 log = logging.getLogger("app")
 SHARE_PROBE_TIMEOUT_S = 5.0

@@ -119,7 +119,7 @@ def batch_stats(triton, model: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.inference.triton_backend import TritonBackend
-    from pipeline.ops.triton_server import TritonNotInstalled, TritonServer
+    from pipeline.processes.triton import TritonNotInstalled, TritonServer
 
     p = c.parser(__doc__)
     p.add_argument("--seconds", type=float, default=None, help="length of each throughput measurement (default 4)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import PipelineError
 from .ingestion import duplicates
-from .ops import compare_models, evaluate, triton_server
+from .ops import compare_models, evaluate, triton
 from .settings import Settings, SettingsError
 
 
@@ -128,7 +128,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _triton(args: argparse.Namespace, settings: Settings) -> int:
     if not args.model_repository:
         args.model_repository = str(settings.model_repository)
-    return triton_server.run_from_args(args)
+    return triton.run_from_args(args)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
@@ -207,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_status)
 
     p = sub.add_parser("triton", help="serve the model repository with the bundled Triton Inference Server")
-    triton_server.add_arguments(p)
+    triton.add_arguments(p)
     p.set_defaults(run=_triton)
 
     p = sub.add_parser("compare-models", help="precisions of a model compared: agreement, recall, speed, size")

@@ -40,7 +40,7 @@ class Pipeline:
         def make() -> str:
             if self.settings.mongodb_uri:
                 return self.settings.mongodb_uri
-            from .storage.mongo_server import LocalMongoServer
+            from .processes.mongo_server import LocalMongoServer
 
             self._mongo_server = LocalMongoServer(self.settings.mongo_path)
             return self._mongo_server.start()

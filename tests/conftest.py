@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.model_build.build_model import build_model
+from pipeline.processes.mongo_server import LocalMongoServer
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 from pipeline.storage.catalog_store import PRODUCT_DB, connect
 from pipeline.storage.event_log import LOG_DB
-from pipeline.storage.mongo_server import LocalMongoServer
 from tests.support.random_clip import save_random_clip
 from tests.support.triton_fixtures import tiny_repo, triton_server  # noqa: F401 - session fixtures shared by the test modules
 

@@ -30,7 +30,7 @@ NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "
 
 
 def _triton_missing() -> str | None:
-    from pipeline.ops.triton_server import TritonNotInstalled, find_install
+    from pipeline.processes.triton import TritonNotInstalled, find_install
 
     try:
         find_install()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 _HAS_PROC = Path("/proc/self/stat").exists()
 KILL_WAIT_S = 5.0  # after SIGKILL: the kernel frees a killed process in well under this
+KILLED = -signal.SIGKILL  # the exit code (as Popen gives it) of a process that SIGKILL ended
 
 
 def process_start(pid: int) -> int | None:
@@ -56,24 +57,20 @@ def signal_process(pid: int, start: object, sig: int) -> bool:
     return True
 
 
-def wait_gone(pid: int, start: object, timeout_s: float, poke: Callable[[], object] | None = None) -> bool:
-    """Wait until the recorded process is gone; ``poke`` is called while waiting (e.g. to wake a server's accept)."""
+def wait_gone(pid: int, start: object, timeout_s: float) -> bool:
+    """Wait until the recorded process is gone; False if it still runs after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while is_running(pid, start):
         if time.monotonic() >= deadline:
             return False
-        if poke is not None:
-            poke()
         time.sleep(0.05)
     return True
 
 
-def _signal_child(child: subprocess.Popen, sig: int, group: bool) -> None:
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in a process group (a child started with ``start_new_session`` leads one)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if group:
-            os.killpg(child.pid, sig)
-        else:
-            child.send_signal(sig)
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def stop_child(
@@ -87,17 +84,20 @@ def stop_child(
     ``group``: the child leads its own process group (``start_new_session``); the SIGKILL then takes the whole group,
     so helpers it started and left behind go too."""
     if child.poll() is None:
-        _signal_child(child, signal.SIGTERM, group=False)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while child.poll() is None and time.monotonic() < deadline:
-            if poke is not None:
-                poke()
-            with contextlib.suppress(subprocess.TimeoutExpired):
+        while time.monotonic() < deadline:
+            try:
                 child.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                if poke is not None:
+                    poke()
     if group:
-        _signal_child(child, signal.SIGKILL, group=True)  # whatever is left in the group, the child itself included
+        kill_group(child.pid)  # whatever is left in the group, the child itself included
     elif child.poll() is None:
-        _signal_child(child, signal.SIGKILL, group=False)
+        child.kill()
     try:
         return child.wait(timeout=KILL_WAIT_S)
     except subprocess.TimeoutExpired:

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
+from pipeline.processes.mongo_guard import read_state
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
-from pipeline.storage.mongo_guard import read_state
 
 from ..conftest import shared
 from ..ingestion.test_crash_recovery import stored_products
-from ..storage.test_mongo_server import wait_until
+from ..processes.test_mongo_server import wait_until
 
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
 

@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 
+from pipeline.processes.mongo_guard import read_state
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 from pipeline.storage.catalog_store import PRODUCT_COLLECTION, PRODUCT_DB, connect
-from pipeline.storage.mongo_guard import read_state
 
 from ..conftest import REPO_ROOT, shared
-from ..storage.test_mongo_server import kill9, wait_until
+from ..processes.test_mongo_server import kill9, wait_until
 
 QUERY = "grey t-shirt for men"
 

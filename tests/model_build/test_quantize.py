@@ -111,7 +111,7 @@ def test_static_int8_serves_through_a_real_tritonserver(repos):
     """The QDQ graph in the Triton venv's onnxruntime, behind a real tritonserver, equals in-process onnxruntime."""
     require_triton()
     from pipeline.inference.triton_backend import TritonBackend
-    from pipeline.ops.triton_server import TritonServer
+    from pipeline.processes.triton import TritonServer
 
     repo = repos["int8-static"]
     local = _encoder(repo)

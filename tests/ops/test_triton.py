@@ -26,8 +26,8 @@ from pipeline import model_repo as mr
 from pipeline.errors import BackendUnavailable, ModelMismatch, PipelineError
 from pipeline.inference.triton_backend import FallbackBackend, TritonBackend
 from pipeline.model_build.triton_repo import TensorSpec, render_config, write_triton_model
-from pipeline.ops.triton_server import TritonNotInstalled, TritonServer, TritonStartError, find_install
 from pipeline.processes.ports import free_port
+from pipeline.processes.triton import TritonNotInstalled, TritonServer, TritonStartError, find_install
 from tests.support.triton_fixtures import TINY, build_tiny_repo, image_batch, require_triton, text_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ def test_missing_triton_venv_names_the_setup_script(tmp_path: Path, tiny_repo) -
 def test_missing_venv_from_the_command(tmp_path: Path, tiny_repo) -> None:
     code = (
         "import argparse, sys\n"
-        "from pipeline.ops.triton_server import add_arguments, run_from_args\n"
+        "from pipeline.ops.triton import add_arguments, run_from_args\n"
         "p = argparse.ArgumentParser(); add_arguments(p)\n"
         f"sys.exit(run_from_args(p.parse_args(['--model-repository', {str(tiny_repo[0])!r}])))\n"
     )
@@ -410,7 +410,7 @@ def test_serve_command_starts_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
     args += ["--metrics-port", str(ports[2]), "--log-file", str(tmp_path / "triton.log")]
     code = (
         "import argparse, sys\n"
-        "from pipeline.ops.triton_server import add_arguments, run_from_args\n"
+        "from pipeline.ops.triton import add_arguments, run_from_args\n"
         "p = argparse.ArgumentParser(); add_arguments(p)\n"
         f"sys.exit(run_from_args(p.parse_args({args!r})))\n"
     )
@@ -447,7 +447,7 @@ def test_serve_command_starts_and_stops_cleanly_on_sigterm(tmp_path: Path) -> No
 
 
 def test_triton_log_lines_are_picked_for_errors() -> None:
-    from pipeline.ops.triton_server import relevant_log_lines
+    from pipeline.processes.triton import relevant_log_lines
 
     log = (
         "I1127 07:46:06.7 1 server.cc:1] starting\n"
@@ -481,7 +481,7 @@ def test_run_rejects_ragged_inputs(triton_server) -> None:
 def test_shared_memory_fits_a_containers_small_dev_shm(tmp_path: Path) -> None:
     """A 64 MiB tmpfs, as Docker, podman and Spaces give a container's /dev/shm: the two models get a quarter of it
     each instead of the 32 MiB that made Triton fail to load them there; a roomy one gets the full 32 MiB."""
-    from pipeline.ops.triton_server import DEFAULT_SHM_BYTES, fitting_shm_bytes
+    from pipeline.processes.triton import DEFAULT_SHM_BYTES, fitting_shm_bytes
 
     small = tmp_path / "shm"
     small.mkdir()

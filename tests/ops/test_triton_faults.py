@@ -15,13 +15,13 @@ import pytest
 from pipeline.errors import BackendUnavailable, ModelMismatch
 from pipeline.ingestion.ingest import ingest
 from pipeline.model_build.build_model import build_model
-from pipeline.ops.triton_server import TritonServer
+from pipeline.processes.triton import TritonServer
 from pipeline.service import Pipeline
 from tests.support.random_clip import save_random_clip
 from tests.support.triton_fixtures import require_triton
 
 from ..conftest import shared
-from ..storage.test_mongo_server import wait_until
+from ..processes.test_mongo_server import wait_until
 
 
 def _kill9(server: TritonServer) -> None:

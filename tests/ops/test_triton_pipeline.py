@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.ingestion.ingest import ingest
 from pipeline.ops.status import collect
-from pipeline.ops.triton_server import TritonServer
+from pipeline.processes.triton import TritonServer
 from pipeline.service import Pipeline
 from tests.support.triton_fixtures import require_triton
 

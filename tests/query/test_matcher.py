@@ -10,8 +10,8 @@ import pytest
 from pipeline.errors import InvalidInput, ModelMismatch
 from pipeline.ingestion.ingest import ingest
 from pipeline.model_build.build_model import build_model
+from pipeline.processes.mongo_server import LocalMongoServer
 from pipeline.service import Pipeline
-from pipeline.storage.mongo_server import LocalMongoServer
 from pipeline.types import Filters
 
 from ..conftest import shared

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.processes.mongo_server import _answers, _server_command
 from pipeline.processes.ports import free_port
 from pipeline.storage.catalog_store import connect
 from pipeline.storage.event_log import LOG_COLLECTION, LOG_DB, EventLog
-from pipeline.storage.mongo_server import _answers, _server_command
 
 
 class RawServer:

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline import model_repo as mr
 from pipeline.model_build.triton_repo import write_clip_models
-from pipeline.ops.triton_server import TritonNotInstalled, TritonServer, find_install
+from pipeline.processes.triton import TritonNotInstalled, TritonServer, find_install
 
 TINY = {"embedding_dim": 16, "text_max_length": 8, "image_size": 32, "vocab": 50, "hidden": 12}
 

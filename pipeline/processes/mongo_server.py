@@ -1,23 +1,15 @@
-"""The local MongoDB-protocol server used when ``MONGODB_URI`` is unset.
+"""The local MongoDB-protocol server (SecantusDB's ``secantusd-py``), used when ``MONGODB_URI`` is unset.
 
-No mongod can be installed from the registries these machines reach; SecantusDB (PyPI) speaks the wire protocol and
-unmodified pymongo works against it. It runs as a separate process with its data under ``DATA_DIR/mongo``, watched by
-a small guard process (``pipeline.storage.mongo_guard``, its parent) that keeps it from outliving its users:
-
-- each process that uses the server holds a lease (``DATA_DIR/mongo/leases/<pid>-<token>``); a second pipeline process
-  on the same data folder (the app plus a command-line ``ingest``, say) takes a lease on the running server found in
-  ``server.json`` instead of fighting over the storage;
-- a clean ``stop()`` of the last user stops the server at once (and ``server.json`` is gone when it returns);
-- after a ``kill -9`` of a user its lease is stale: the next start reuses the server, or the guard stops it and exits
-  once no lease has been live for ``GRACE_S`` seconds; it also stops when the data folder is deleted;
-- a server that dies is restarted by the guard on the same port, so the URI never changes and pymongo clients
-  reconnect by themselves.
+No mongod can be installed here; SecantusDB speaks the wire protocol to unmodified pymongo. The server keeps its data
+in ``DATA_DIR/mongo`` and runs under ``mongo_guard``: every process that uses it takes a lease on the running server
+(the app and a command-line ``ingest`` share one), the last user's clean ``stop()`` stops it at once, and after a
+``kill -9`` the next start reuses it or the guard stops it by itself. A server that dies is restarted on the same port,
+so the URI never changes.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,9 +17,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ..errors import BackendUnavailable
-from ..processes.ports import free_port
 from . import mongo_guard
-from .mongo_guard import GRACE_S, is_running, live_leases, read_state, signal_process, storage_lock, wait_gone
+from .locks import locked
+from .mongo_guard import GRACE_S, LOCK_FILE, live_leases, read_state
+from .ports import free_port
+from .stopping import is_running, stop_pid, wait_gone
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = mongo_guard.STOP_TIMEOUT_S + 5
@@ -100,7 +94,7 @@ class LocalMongoServer:
             return self.uri
         _server_command()  # a clear error before anything is written
         self.storage.mkdir(parents=True, exist_ok=True)
-        with storage_lock(self.storage):
+        with locked(self.storage / LOCK_FILE):
             self._lease = mongo_guard.take_lease(self.storage)
             self._owner = os.getpid()
             try:
@@ -111,20 +105,13 @@ class LocalMongoServer:
             return self.uri
 
     def _running_server(self) -> str | None:
-        """The URI of the server of a live guard (waiting while it restarts one); a leftover without a guard is
-        stopped (after checking that its pid is still the recorded process)."""
+        """The URI of the server of a live guard (waiting while it restarts one); a server left without its guard is
+        stopped (only if its pid is still the recorded process: pids are reused)."""
         state = read_state(self.storage)
         if not state:
             return None
-        if "guard_pid" not in state:
-            self._stop_legacy(state)
-            return None
         if not is_running(state.get("guard_pid"), state.get("guard_start")):
-            if signal_process(state.get("pid"), state.get("start"), signal.SIGTERM) and not wait_gone(
-                state["pid"], state.get("start"), mongo_guard.STOP_TIMEOUT_S
-            ):
-                signal_process(state["pid"], state.get("start"), signal.SIGKILL)
-                wait_gone(state["pid"], state.get("start"), 5)
+            stop_pid(state.get("pid"), state.get("start"), mongo_guard.STOP_TIMEOUT_S)
             self._state_file.unlink(missing_ok=True)
             return None
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -137,26 +124,11 @@ class LocalMongoServer:
             time.sleep(0.1)
         return state["uri"]
 
-    def _stop_legacy(self, state: dict) -> None:
-        """A server recorded by an older version (its own session, no guard): stop it if it is still that server."""
-        pid = state.get("pid")
-        try:
-            cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
-        except (OSError, TypeError, ValueError):
-            cmdline = []
-        if any(b"secantusd" in part for part in cmdline) and str(self.storage / "db").encode() in cmdline:
-            start = mongo_guard.process_start(pid)
-            os.kill(pid, signal.SIGTERM)
-            if not wait_gone(pid, start, mongo_guard.STOP_TIMEOUT_S):
-                signal_process(pid, start, signal.SIGKILL)
-                wait_gone(pid, start, 5)
-        self._state_file.unlink(missing_ok=True)
-
     def _start_guard(self) -> str:
         port = free_port(self.host)
         uri = f"mongodb://{self.host}:{port}/?directConnection=true"
         command = [
-            *(sys.executable, "-m", "pipeline.storage.mongo_guard"),
+            *(sys.executable, "-m", "pipeline.processes.mongo_guard"),
             *("--storage", str(self.storage), "--host", self.host, "--port", str(port), "--grace", str(self.grace_s)),
         ]
         with open(self.storage / mongo_guard.LOG_FILE, "ab") as log:
@@ -182,9 +154,8 @@ class LocalMongoServer:
         raise BackendUnavailable(f"The local MongoDB-protocol server did not answer within {READY_TIMEOUT_S:.0f} s.")
 
     def _stop_guard(self, pid: int, start: object) -> None:
-        if signal_process(pid, start, signal.SIGTERM) and not self._wait_guard(pid, start, STOP_TIMEOUT_S):
-            signal_process(pid, start, signal.SIGKILL)  # the server gets SIGTERM when its guard dies
-            self._wait_guard(pid, start, 5)
+        # a guard killed past the timeout takes its server with it (the server gets SIGTERM when its guard dies)
+        stop_pid(pid, start, STOP_TIMEOUT_S, wait=lambda timeout_s: self._wait_guard(pid, start, timeout_s))
         state = read_state(self.storage)
         if state and state.get("guard_pid") == pid and not is_running(pid, start):
             self._state_file.unlink(missing_ok=True)
@@ -211,13 +182,13 @@ class LocalMongoServer:
         if self._lease is None or os.getpid() != self._owner:  # never on behalf of a forked child
             return
         try:
-            with storage_lock(self.storage):
+            with locked(self.storage / LOCK_FILE):
                 self._drop_lease()
                 if live_leases(self.storage):
                     return
                 state = read_state(self.storage)
-                if state and "guard_pid" in state:
-                    self._stop_guard(state["guard_pid"], state.get("guard_start"))
+                if state:
+                    self._stop_guard(state.get("guard_pid"), state.get("guard_start"))
         except FileNotFoundError:  # the data folder is gone: so is the lease, and the guard stops by itself
             self._lease = None
         finally:

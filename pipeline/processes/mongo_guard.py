@@ -1,29 +1,18 @@
-"""The guard of the local MongoDB-protocol server: runs it as its child and stops it when nobody uses it any more.
+"""The guard of the local MongoDB-protocol server: its parent, so that the server never outlives its users.
 
-``python -m pipeline.storage.mongo_guard --storage DIR --host HOST --port PORT [--grace S]``, started by
-``LocalMongoServer`` in a session of its own (so it outlives a ``kill -9`` of the process that started it). Every
-process that uses the server holds a *lease*: a file ``DIR/leases/<pid>-<token>`` holding its pid and the process's
-start time, removed when it stops cleanly; a lease whose process is gone (or whose pid is now another process's) is
-stale.
-The guard
-
-- starts ``secantusd-py`` on PORT with its data in ``DIR/db`` (the server gets SIGTERM should the guard itself die),
-  and records both processes in ``DIR/server.json`` once the port answers;
-- restarts the server on the same port, with a backoff, if it dies (so clients keep their URI and reconnect by
-  themselves);
-- stops the server (SIGTERM: WiredTiger closes cleanly) and exits when no lease has been live for ``--grace`` seconds
-  (a restarting app finds it still running), at once on SIGTERM (the last user's clean stop), and when DIR is gone or
-  replaced (the data folder was deleted).
-
-Decisions that must not race with a user that starts or stops (reading ``server.json``, taking or dropping a lease) are
-made under ``flock(DIR/lock)``. This module imports nothing from the pipeline and nothing heavy: the guard is a few MB.
+``python -m pipeline.processes.mongo_guard --storage DIR --host HOST --port PORT [--grace S]``, started by
+``LocalMongoServer`` in a session of its own so that it survives a ``kill -9`` of its starter; it records itself and
+its server in ``DIR/server.json``. Each user holds a lease (``DIR/leases/<pid>-<token>``, its pid and start time). The
+guard restarts a server that dies on the same port (clients keep their URI), and stops it with SIGTERM, which lets
+WiredTiger close cleanly, when no lease has been live for ``--grace`` seconds, on SIGTERM, or when DIR is deleted.
+Decisions that race with a user starting or stopping are made under the lock on ``DIR/lock``. It imports only the
+standard library and ``pipeline.processes``' helpers: it runs for as long as the server does and should stay small.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import select
@@ -34,12 +23,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
+
+from .locks import locked
+from .stopping import KILLED, is_running, process_start, stop_child
 
 GRACE_S = 5.0  # how long the server outlives its last user (a restarting app reuses it)
 TICK_S = 0.25  # how often the guard looks at its leases, its server and its folder
-STOP_TIMEOUT_S = 15.0  # SIGTERM, then SIGKILL
+STOP_TIMEOUT_S = 15.0  # how long the server gets to stop on SIGTERM before it is killed
 RESTART_BACKOFF_S = (0.2, 5.0)  # first and longest wait before restarting a server that died
 
 STATE_FILE = "server.json"
@@ -48,60 +39,7 @@ LOCK_FILE = "lock"
 LOG_FILE = "server.log"
 
 
-# -- processes, checked by pid *and* start time (a pid can be reused by an unrelated process) --------------------------
-
-
-_HAS_PROC = Path("/proc/self/stat").exists()
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of a running process (clock ticks since boot, from /proc), or None if it is gone or a zombie.
-
-    Where there is no /proc, 0 for any live pid (then only the pid is checked)."""
-    if _HAS_PROC:
-        try:
-            fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[-1].split()
-        except (OSError, ValueError):
-            return None
-        return None if fields[0] in ("Z", "X") else int(fields[19])
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:
-        return 0
-    except (OSError, ValueError):
-        return None
-    return 0
-
-
-def is_running(pid: object, start: object) -> bool:
-    """True if ``pid`` is running and is the process that started at ``start`` (as recorded by ``process_start``)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    now = process_start(pid)
-    return now is not None and (start is None or now == start or now == 0)
-
-
-def signal_process(pid: int, start: object, sig: int) -> bool:
-    """Send ``sig`` only if ``pid`` is still the recorded process; False if it is not (gone, or the pid reused)."""
-    if not is_running(pid, start):
-        return False
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_gone(pid: int, start: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while is_running(pid, start):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-# -- leases, the lock, the state file ----------------------------------------------------------------------------------
+# -- leases and the state file -----------------------------------------------------------------------------------------
 
 
 def take_lease(storage: Path) -> Path:
@@ -137,23 +75,6 @@ def live_leases(storage: Path, prune: bool = True) -> list[Path]:
             with contextlib.suppress(OSError):
                 path.unlink()
     return live
-
-
-@contextlib.contextmanager
-def storage_lock(storage: Path, blocking: bool = True) -> Iterator[bool]:
-    """``flock`` on ``DIR/lock``; yields False if ``blocking`` is off and another process holds it.
-
-    Raises FileNotFoundError if the folder is gone. The kernel drops the lock of a killed process."""
-    fd = os.open(storage / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def read_state(storage: Path) -> dict | None:
@@ -275,19 +196,11 @@ class Guard:
         child, self.child = self.child, None
         if child is None or child.poll() is not None:
             return
-        child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                child.wait(timeout=0.05)
-                return
-            except subprocess.TimeoutExpired:
-                # secantus closes its listening socket on SIGTERM but its accept thread stays blocked (and the stop
-                # waits 2 s for it) until a connection arrives: one wakes it, so the server stops in a fraction.
-                _port_open(self.host, self.port)
-        _log(f"the server (pid {child.pid}) did not stop on SIGTERM; killing it")
-        child.kill()
-        child.wait(timeout=5)
+        # secantus closes its listening socket on SIGTERM but its accept thread stays blocked until a connection
+        # arrives: poking the port wakes it, so the server stops without waiting out its own timeout.
+        code = stop_child(child, STOP_TIMEOUT_S, poke=lambda: _port_open(self.host, self.port))
+        if code == KILLED:
+            _log(f"the server (pid {child.pid}) did not stop on SIGTERM; killed it")
 
     def run(self, wakeup: int) -> int:
         backoff = RESTART_BACKOFF_S[0]
@@ -317,8 +230,8 @@ class Guard:
                     idle_since = now
                 elif now - idle_since >= self.grace_s:
                     # Under the lock, so that no user takes a lease on a server that is about to stop.
-                    with storage_lock(self.storage, blocking=False) as locked:
-                        if locked and not live_leases(self.storage):
+                    with locked(self.storage / LOCK_FILE, blocking=False) as held:
+                        if held and not live_leases(self.storage):
                             reason = f"no process has used it for {self.grace_s:g} s"
                             self.forget()
                             self.stop_child()
@@ -339,7 +252,9 @@ class Guard:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.storage.mongo_guard", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.processes.mongo_guard", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--storage", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", required=True, type=int)

@@ -1,23 +1,15 @@
-"""Run the real ``tritonserver`` that ships inside the ``nvidia-pytriton`` wheel, on our model repository.
+"""Triton's process: the real ``tritonserver`` from the ``nvidia-pytriton`` wheel, started on our model repository.
 
-The server lives in its own venv (``.venv-triton``, made by ``scripts/setup_triton_venv.sh``) because nvidia-pytriton
-pins numpy<2 while the app needs numpy>=2; it is a separate process anyway. Starting it by hand has three traps (see
-docs/ENVIRONMENT.md), all handled here and nowhere else:
-
-1. the Python backend must sit in a backend folder together with the stub built for the venv's Python version;
-2. ``LD_LIBRARY_PATH`` must start with that Python's LIBDIR and include ``nvidia_pytriton.libs`` (else the stub cannot
-   load libcudart and the server hangs, or picks another libpython and fails);
-3. the venv's ``bin/`` must come first on ``PATH``: the stub's embedded interpreter finds numpy/onnxruntime through
-   it.
-
-The server starts in its own process session, so that stopping it can take the stubs with it, and its Python backend
-uses a unique shared-memory prefix, so that segments left by a killed server can be removed without touching anyone
-else's.
+It runs from its own venv (``.venv-triton``, made by ``scripts/setup_triton_venv.sh``) because nvidia-pytriton pins
+numpy<2 while the app needs numpy>=2. Starting it by hand has three traps, handled here and nowhere else (see the
+"Triton" section of docs/operations.md): (1) the Python backend needs a backend folder holding the stub built for the
+venv's Python; (2) ``LD_LIBRARY_PATH`` must start with that Python's LIBDIR and include ``nvidia_pytriton.libs``;
+(3) the venv's ``bin/`` must come first on ``PATH``. The server gets a process session of its own, so that stopping it
+takes the backend stubs too, and a unique shared-memory prefix, so that a killed server's segments can be removed.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
 import functools
@@ -26,10 +18,8 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,24 +32,24 @@ from typing import Self
 
 from ..errors import PipelineError
 from ..model_repo import TEXT_MODEL, VISUAL_MODEL
-from ..processes.ports import free_port
+from .ports import free_port
+from .stopping import kill_group, stop_child
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = "scripts/setup_triton_venv.sh"
 MODELS = (TEXT_MODEL, VISUAL_MODEL)
 
 log = logging.getLogger(__name__)
-#: Python-backend shared memory per model instance. 32 MiB made a batch of 32 images ~2x faster than the 1 MiB default
-#: (measured here), because the region does not have to grow while a batch is copied in.
+#: Python-backend shared memory per model instance: big enough that the region does not have to grow while a batch
+#: of images is copied in, which is slow.
 DEFAULT_SHM_BYTES = 32 * 1024 * 1024
 MIN_SHM_BYTES = 1024 * 1024  # the Python backend's own default; its regions grow from there as batches need
 
 
 def fitting_shm_bytes(models: int, shm: Path = Path("/dev/shm"), wanted: int = DEFAULT_SHM_BYTES) -> int:
     """Shared memory per Python-backend model that this machine's ``/dev/shm`` can give: ``wanted``, or a quarter of
-    the free space per model where that is less. Containers get 64 MiB of ``/dev/shm`` by default (Docker, podman,
-    and no ``--shm-size`` on Hugging Face Spaces), and two models asking for 32 MiB each made Triton fail to load them
-    there (seen in the image test): the app then served in-process."""
+    the free space per model where that is less. Containers get a small ``/dev/shm`` by default (Docker, podman,
+    Hugging Face Spaces), where models asking for more than it has fail to load and the app serves in-process."""
     try:
         stat = os.statvfs(shm)
     except OSError:
@@ -394,26 +384,15 @@ class TritonServer:
 
     # ----------------------------------------------------------------- stop
     def stop(self) -> int | None:
-        """SIGTERM (Triton unloads the models and stops its stubs), then SIGKILL the whole group; returns the exit code.
+        """SIGTERM (Triton unloads the models and stops its stubs), then kill the whole group; returns the exit code.
 
         Close clients first: an open keep-alive connection makes Triton wait ``--exit-timeout-secs``.
         """
         with self._lock:
             _LIVE.discard(self)
             process, self.process = self.process, None
-            code = None
-            if process is not None:
-                if process.poll() is None:
-                    try:
-                        process.send_signal(signal.SIGTERM)
-                        process.wait(timeout=self.stop_timeout)
-                    except (subprocess.TimeoutExpired, ProcessLookupError):
-                        pass
-                _kill_group(process.pid)  # stubs left behind, or the server itself past the timeout
-                try:
-                    code = process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    code = None
+            # group: the kill after the timeout also takes stubs left behind by a crashed server
+            code = stop_child(process, self.stop_timeout, group=True) if process is not None else None
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
@@ -425,9 +404,9 @@ class TritonServer:
             return code
 
     def kill(self) -> None:
-        """SIGKILL the server and its stubs at once (for tests that simulate a crash); ``stop()`` still cleans up."""
+        """Kill the server and its stubs at once (for tests that simulate a crash); ``stop()`` still cleans up."""
         if self.process is not None:
-            _kill_group(self.process.pid)
+            kill_group(self.process.pid)
             self.process.wait(timeout=10)
 
     def __enter__(self) -> Self:
@@ -437,12 +416,6 @@ class TritonServer:
         self.stop()
 
 
-def _kill_group(pgid: int) -> None:
-    """Kill whatever is left in the server's process group (python stubs orphaned by a crash)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 def _remove_shm(prefix: str) -> None:
     """Remove the Python backend's shared-memory segments a killed server left behind (ours only: unique prefix)."""
     shm = Path("/dev/shm")
@@ -450,97 +423,3 @@ def _remove_shm(prefix: str) -> None:
         for path in shm.glob(prefix + "*"):
             with contextlib.suppress(OSError):
                 path.unlink()
-
-
-# ------------------------------------------------------------- foreground command
-def serve(
-    repo: Path,
-    http_port: int = 8000,
-    grpc_port: int = 8001,
-    metrics_port: int = 8002,
-    host: str = "127.0.0.1",
-    ready_timeout: float = 120.0,
-    log_path: Path | None = None,
-) -> int:
-    """``python -m pipeline triton``: run the server in the foreground until Ctrl-C/SIGTERM; returns the exit status.
-
-    Raises ``PipelineError`` (TritonNotInstalled / TritonStartError) when it cannot start.
-    """
-    log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"pipeline-triton-{http_port}.log"
-    server = TritonServer(
-        repo, http_port, grpc_port, metrics_port, host=host, log_path=log_path, ready_timeout=ready_timeout
-    )
-    stopping = threading.Event()
-
-    def _interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # while starting: abort the wait; start() stops the half-started server
-
-    def _stop(signum: int, _frame: object) -> None:
-        stopping.set()  # once serving: leave the loop below, then stop() in order
-
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        print(f"Starting Triton on {Path(repo)} (log: {log_path}) ...", flush=True)
-        started = time.monotonic()
-        try:
-            server.start()
-        except KeyboardInterrupt:
-            print("Interrupted before Triton was ready; stopped it.", file=sys.stderr)
-            return 130
-        for sig in previous:
-            signal.signal(sig, _stop)
-        print(
-            f"Triton is ready at {server.url} (gRPC {host}:{server.grpc_port}, metrics "
-            f"http://{host}:{server.metrics_port}/metrics) after {time.monotonic() - started:.1f} s; "
-            f"serving {', '.join(MODELS)}. Ctrl-C stops it.",
-            flush=True,
-        )
-        while not stopping.wait(0.5):
-            code = server.process.poll() if server.process else -1
-            if code is not None:
-                lines = "\n  ".join(relevant_log_lines(server.log_text()))
-                print(
-                    f"error: tritonserver exited unexpectedly (code {code}). Its log says:\n  {lines}", file=sys.stderr
-                )
-                return 2
-        print("Stopping Triton ...", flush=True)
-        return 0
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m pipeline triton``."""
-    from ..settings import Settings
-
-    parser.add_argument(
-        "--model-repository",
-        type=Path,
-        default=Settings.from_env().model_repository,
-        help="model repository written by build-model (default: $MODEL_REPOSITORY or model_repository)",
-    )
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for both models")
-    parser.add_argument("--log-file", type=Path, default=None, help="where Triton's log goes (default: a temp file)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Entry point for the CLI subcommand: clear one-paragraph errors, exit status 2 (as every command) on failure."""
-    try:
-        return serve(
-            args.model_repository,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            metrics_port=args.metrics_port,
-            host=args.host,
-            ready_timeout=args.ready_timeout,
-            log_path=args.log_file,
-        )
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

@@ -4,7 +4,6 @@ server, the server itself killed. Orphans are looked for by the pids recorded in
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -16,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.processes import mongo_guard
+from pipeline.processes.mongo_guard import GRACE_S, read_state
+from pipeline.processes.mongo_server import LocalMongoServer
+from pipeline.processes.stopping import is_running, process_start, signal_process
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
-from pipeline.storage import mongo_guard
 from pipeline.storage.catalog_store import CatalogStore, connect
 from pipeline.storage.event_log import LOG_COLLECTION, LOG_DB
-from pipeline.storage.mongo_guard import GRACE_S, is_running, process_start, read_state, signal_process
-from pipeline.storage.mongo_server import LocalMongoServer
 from tests.conftest import REPO_ROOT, shared
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="checks processes through /proc")
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ch
 HOLDER = """
 import sys, time
 from pathlib import Path
-from pipeline.storage.mongo_server import LocalMongoServer
+from pipeline.processes.mongo_server import LocalMongoServer
 server = LocalMongoServer(Path(sys.argv[1]), grace_s=float(sys.argv[2]))
 print("ready", server.start(), flush=True)
 time.sleep(600)
@@ -303,37 +303,3 @@ def test_a_pid_is_never_signalled_unless_it_is_the_recorded_process():
         if sleeper.poll() is None:
             sleeper.kill()
             sleeper.wait()
-
-
-def test_a_server_left_by_an_older_version_is_replaced(tmp_path):
-    """``server.json`` as it was before the guard (``{pid, uri}``, the server in its own session): the next start
-    stops that server (it is checked to be secantusd on this folder) and starts a guarded one."""
-    from pipeline.processes.ports import free_port
-    from pipeline.storage.mongo_server import _answers, _server_command
-
-    storage = tmp_path / "mongo"
-    storage.mkdir()
-    port = free_port()
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    old = subprocess.Popen(
-        [
-            *_server_command(),
-            *("--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage / "db")),
-            *("--standalone", "--log-level", "WARNING"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: _answers(uri, 300), 30, "the old server answers")
-        (storage / "server.json").write_text(json.dumps({"pid": old.pid, "uri": uri}))
-        server = LocalMongoServer(storage)
-        new_uri = server.start()
-        assert old.wait(timeout=1) == 0, "stopped with SIGTERM"
-        assert new_uri != uri and "guard_pid" in read_state(storage)
-        server.stop()
-    finally:
-        if old.poll() is None:
-            old.kill()
-            old.wait()
