@@ -1,12 +1,10 @@
-"""``ingest``: catalogue file -> validated rows -> photos decoded ahead of inference -> embeddings -> MongoDB + Qdrant.
+"""Changes to the stores: ``ingest`` (catalogue file -> validated rows -> ``embedding`` -> MongoDB, then Qdrant) and
+``delete_products``. The catalogue service (``catalogue``) is what the CLI and the app call.
 
-Stages, each in its own place: ``catalog_reader`` validates, a small thread pool decodes and preprocesses the next batch
-of photos while the current one is embedded, and a writer thread stores one batch (products in MongoDB before their
-vectors in Qdrant) while the next is embedded: database round trips and fsyncs wait on I/O, not on the cores the
-models need. The vectors carry the content hash, so a crash between the two writes is repaired by the next run.
-Unchanged rows are skipped by content hash: the same file twice changes nothing and does not bump the catalogue
-version. Every change runs inside ``index.changing()`` (answers computed meanwhile are not cached; the version is bumped
-at the end, even after a failure), and the index is optimised once at the end, never per batch.
+Products go to MongoDB before their vectors, and the vectors carry the content hash, so a crash between the two writes
+is repaired by the next run; an unchanged row is skipped by that hash (the same file twice changes nothing). Every
+change runs inside ``index.changing()`` (nothing computed meanwhile is cached, the version moves on even after a
+failure), and the index is optimised once, at the end.
 """
 
 from __future__ import annotations
@@ -230,8 +228,8 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
             pipeline.store.delete_many(gone)
             index.delete(gone)
         # Only the deleted products' photos can have become unused (products with the same photo bytes share one):
-        # one indexed lookup, not a read of every product's photo (11-12 s at 1,000,000 products on the local
-        # server) and a walk of the photo folder (4.9 s at 100,000 photos).
+        # one indexed lookup, not a read of every product's photo and a walk of the photo folder, both slow on a
+        # large catalogue.
         pipeline.photos.remove(photos - pipeline.store.photos_in_use(photos))
         pipeline.events.write("delete", product_ids=gone, catalog_version=index.version())
     return gone, [p for p in ids if p not in present and p not in docs]
