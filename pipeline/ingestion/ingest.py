@@ -13,6 +13,7 @@ import errno
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +255,7 @@ def _embed_and_write(
     batches = embed_batches(
         pipeline.encoder, todo, pipeline.settings.ingest_batch_size, PhotoLimits.of(pipeline.settings), keep, tracker
     )
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+    with closing(batches), ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
         for batch in batches:
             report.bad.extend(BadRow(p.line, f"image {p.image_file.name}: {err}", p.id) for p, err in batch.failed)
