@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InvalidInput, PipelineError
-from pipeline.ingestion.catalogue import Catalogue
+from pipeline.ingestion.catalogue import Catalogue, check_mode
 from pipeline.ingestion.ingest import IngestReport
 
 log = logging.getLogger("app")
@@ -132,8 +132,7 @@ class CatalogueManager:
     ) -> IngestReport:
         """One upload through the catalogue service; one at a time (a second one is told to wait)."""
         self.gate.check(token, who)
-        if mode not in MODES:
-            raise InvalidInput(f"Choose how to import: {', '.join(MODES)}.")
+        check_mode(mode)
         if not catalogue and not archive:
             raise InvalidInput("Upload a catalogue file (JSON, JSONL or CSV), or a zip that holds one.")
         if not self._ingest_lock.acquire(blocking=False):

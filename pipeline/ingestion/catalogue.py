@@ -6,12 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InvalidInput
 from .duplicates import near_duplicates, threshold_for
 from .ingest import IngestReport, delete_products, ingest
 from .uploads import unpacked_upload
 
 # How an import treats what the catalogue holds: keep the rest, delete what the file no longer has, or start empty.
 MODES = {"update": {}, "sync": {"sync": True}, "replace": {"reset": True}}
+
+
+def check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise InvalidInput(f"Choose how to import: {', '.join(MODES)}.")
+    return mode
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Catalogue:
     ) -> IngestReport:
         """An upload (a catalogue file and its photos, or a zip of both; ``uploads``), imported in ``mode`` (one of
         ``MODES``) from a private folder that is gone afterwards. The report names the file as it was uploaded."""
+        flags = MODES[check_mode(mode)]
         uploads = self.pipe.settings.uploads_path
         uploads.mkdir(parents=True, exist_ok=True)
         with unpacked_upload(catalogue, archive, photos, work_dir=uploads) as upload:
@@ -84,7 +92,7 @@ class Catalogue:
                 image_roots=upload.image_roots,
                 on_progress=on_progress,
                 images_label="among the uploaded photos",
-                **MODES[mode],
+                **flags,
             )
             report.catalog = Path(catalogue).name if catalogue else Path(archive).name
             report.skipped = list(upload.skipped)
