@@ -1,13 +1,9 @@
-"""The app manages its own catalogue: upload, update, browse and delete products while it serves (the Catalogue tab and
-the ``/ingest``, ``/delete_products`` and ``/catalogue`` API endpoints). No Gradio here: ``app.ui`` wires these to the
-page, and every change goes through the pipeline's own ingest and delete code.
+"""The app manages its own catalogue while it serves (the Catalogue tab; ``/ingest``, ``/delete_products``,
+``/catalogue``): with the embedded stores one process holds a data folder, and a Space has no shell. No Gradio here;
+every change goes through the catalogue service (``pipeline.ingestion.catalogue``), as the CLI's do.
 
-Why in the app: with the embedded stores one process holds a data folder, and on Hugging Face Spaces there is no shell,
-so the serving app is the only place a shop's catalogue can come in.
-
-Who may change the catalogue: searching is open to all; every change needs ``ADMIN_TOKEN``, compared in constant time.
-With no ``ADMIN_TOKEN`` the catalogue is read-only. A wrong token is refused, logged as an event (never the token), and
-each refusal in a row from the same client waits longer before it answers.
+Searching is open to all; a change needs ``ADMIN_TOKEN`` (none set: read-only), compared in constant time; a wrong one
+is logged as an event (never the token) and each refusal in a row from a client waits longer.
 """
 
 from __future__ import annotations
@@ -23,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InvalidInput, PipelineError
-from pipeline.ingestion.ingest import IngestReport, delete_products, ingest
-from pipeline.ingestion.uploads import unpacked_upload
+from pipeline.ingestion.catalogue import Catalogue, check_mode
+from pipeline.ingestion.ingest import IngestReport
 
 log = logging.getLogger("app")
 
@@ -114,6 +110,7 @@ class IngestProgress:
 class CatalogueManager:
     def __init__(self, pipe, token: str | None = None) -> None:
         self.pipe = pipe
+        self.catalogue = Catalogue(pipe)
         self.gate = AdminGate(token if token is not None else pipe.settings.admin_token, pipe.events)
         self._ingest_lock = threading.Lock()
         self.running: IngestProgress | None = None
@@ -133,10 +130,9 @@ class CatalogueManager:
         who: str = "unknown",
         on_progress: Callable[[IngestProgress], None] | None = None,
     ) -> IngestReport:
-        """One upload through the pipeline's ingest; one at a time (a second one is told to wait)."""
+        """One upload through the catalogue service; one at a time (a second one is told to wait)."""
         self.gate.check(token, who)
-        if mode not in MODES:
-            raise InvalidInput(f"Choose how to import: {', '.join(MODES)}.")
+        check_mode(mode)
         if not catalogue and not archive:
             raise InvalidInput("Upload a catalogue file (JSON, JSONL or CSV), or a zip that holds one.")
         if not self._ingest_lock.acquire(blocking=False):
@@ -150,27 +146,13 @@ class CatalogueManager:
                 if on_progress:
                     on_progress(progress)
 
-            settings = self.pipe.settings
-            settings.uploads_path.mkdir(parents=True, exist_ok=True)
-            with unpacked_upload(
+            report = self.catalogue.ingest_upload(
                 Path(catalogue) if catalogue else None,
                 Path(archive) if archive else None,
                 [Path(p) for p in photos or []],
-                work_dir=settings.uploads_path,
-            ) as upload:
-                report = ingest(
-                    self.pipe,
-                    upload.catalogue,
-                    images_dir=upload.folder,
-                    reset=mode == "replace",
-                    sync=mode == "sync",
-                    progress=False,
-                    image_roots=upload.image_roots,
-                    on_progress=tell,
-                    images_label="among the uploaded photos",
-                )
-                report.catalog = Path(catalogue).name if catalogue else Path(archive).name
-                report.skipped = list(upload.skipped)
+                mode,
+                on_progress=tell,
+            )
             log.info("Catalogue import (%s): %s", mode, report.summary().splitlines()[0])
             return report
         finally:
@@ -182,8 +164,8 @@ class CatalogueManager:
         wanted = parse_ids(ids)
         if not wanted:
             raise InvalidInput("Name the products to delete (their ids).")
-        gone, unknown = delete_products(self.pipe, wanted)
-        return {"deleted": gone, "unknown": unknown, "catalog_version": self.pipe.index.version()}
+        done = self.catalogue.delete(wanted)
+        return {"deleted": done.deleted, "unknown": done.unknown, "catalog_version": done.catalog_version}
 
     # -- reading ------------------------------------------------------------------------------------------------------
     def page(self, query: object = "", page: object = 1, page_size: object = PAGE_SIZE) -> dict:

@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import _common as c
 from pipeline import model_repo as mr
+from pipeline.batches import chunks
 from pipeline.ingestion.catalog_reader import read_catalog
+from pipeline.ingestion.embedding import PhotoLimits, decode_batch
 from pipeline.ingestion.ingest import ingest
-from pipeline.inputs import load_image
 from pipeline.service import Pipeline
 from pipeline.settings import Settings
 
@@ -77,15 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         pre = encoder.preprocessor
         c.note(f"preprocessing {n} photos for the baseline ...")
         started = time.perf_counter()
-        pixel_batches = [
-            pre.pixels([load_image(x.image_file) for x in products[i : i + batch]]) for i in range(0, n, batch)
-        ]
+        pixel_batches = [decode_batch(chunk, pre, PhotoLimits(), None).pixels for chunk in chunks(products, batch)]
         decode_s = time.perf_counter() - started
         # grouped by padded length within each ingest batch, as Encoder.encode_texts does
         token_batches = [
             batch_tokens
-            for i in range(0, n, batch)
-            for _index, batch_tokens in pre.tokenize_groups([x.text for x in products[i : i + batch]])
+            for chunk in chunks(products, batch)
+            for _index, batch_tokens in pre.tokenize_groups([x.text for x in chunk])
         ]
         encoder.encode_pixels(pixel_batches[0][:2])
         encoder.backend.run(mr.TEXT_MODEL, {k: v[:2] for k, v in token_batches[0].items()})

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineError
-from .ingestion import duplicates
+from .ingestion.duplicates import DEFAULT_THRESHOLD
 from .ops import compare_models, evaluate, triton
 from .settings import Settings, SettingsError
 
@@ -53,33 +53,42 @@ def _filters(args: argparse.Namespace):
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from .ingestion.ingest import ingest
+    from .ingestion.catalogue import Catalogue
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:
         if args.if_empty and not args.reset and pipe.index.count():
             print(f"the catalogue already holds {pipe.index.count()} products; not adding {args.catalog}")
             return 0
-        report = ingest(
-            pipe, Path(args.catalog), Path(args.images) if args.images else None, reset=args.reset, sync=args.sync
-        )
+        images = Path(args.images) if args.images else None
+        report = Catalogue(pipe).ingest(Path(args.catalog), images, reset=args.reset, sync=args.sync)
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
     return 0 if report.rows and len(report.bad) < report.rows else 2
 
 
 def _delete(args: argparse.Namespace, settings: Settings) -> int:
-    from .ingestion.ingest import delete_products
+    from .ingestion.catalogue import Catalogue
     from .service import Pipeline
 
     with Pipeline(settings) as pipe:
-        gone, unknown = delete_products(pipe, args.ids)
-        version = pipe.index.version()
+        done = Catalogue(pipe).delete(args.ids)
+    gone = done.deleted
     if gone:
         print(f"deleted {len(gone)} product{'s' if len(gone) != 1 else ''}: {', '.join(gone)}; "
-              f"catalogue version {version}")  # fmt: skip
-    if unknown:
-        print(f"not in the catalogue: {', '.join(unknown)}", file=sys.stderr)
-    return 0 if gone or not unknown else 2
+              f"catalogue version {done.catalog_version}")  # fmt: skip
+    if done.unknown:
+        print(f"not in the catalogue: {', '.join(done.unknown)}", file=sys.stderr)
+    return 0 if gone or not done.unknown else 2
+
+
+def _duplicates(args: argparse.Namespace, settings: Settings) -> int:
+    from .ingestion.catalogue import Catalogue
+    from .service import Pipeline
+
+    with Pipeline(settings) as pipe:
+        report = Catalogue(pipe).duplicates(args.threshold, progress=not args.json)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,8 +224,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=lambda args, settings: compare_models.run_from_args(args, settings))
 
     p = sub.add_parser("duplicates", help="pairs of products whose photos are near-identical")
-    duplicates.add_arguments(p)
-    p.set_defaults(run=lambda args, settings: duplicates.run_from_args(args, settings))
+    p.add_argument(
+        "--threshold", type=float, help=f"cosine from which two photos count as one (default {DEFAULT_THRESHOLD})"
+    )
+    p.add_argument("--json", action="store_true", help="the pairs as JSON")
+    p.set_defaults(run=_duplicates)
 
     p = sub.add_parser("evaluate", help="retrieval quality of the pipeline on labelled queries")
     evaluate.add_arguments(p)

@@ -1,12 +1,10 @@
-"""``ingest``: catalogue file -> validated rows -> photos decoded ahead of inference -> embeddings -> MongoDB + Qdrant.
+"""Changes to the stores: ``ingest`` (catalogue file -> validated rows -> ``embedding`` -> MongoDB, then Qdrant) and
+``delete_products``. The catalogue service (``catalogue``) is what the CLI and the app call.
 
-Stages, each in its own place: ``catalog_reader`` validates, a small thread pool decodes and preprocesses the next batch
-of photos while the current one is embedded, and a writer thread stores one batch (products in MongoDB before their
-vectors in Qdrant) while the next is embedded: database round trips and fsyncs wait on I/O, not on the cores the
-models need. The vectors carry the content hash, so a crash between the two writes is repaired by the next run.
-Unchanged rows are skipped by content hash: the same file twice changes nothing and does not bump the catalogue
-version. Every change runs inside ``index.changing()`` (answers computed meanwhile are not cached; the version is bumped
-at the end, even after a failure), and the index is optimised once at the end, never per batch.
+Products go to MongoDB before their vectors, and the vectors carry the content hash, so a crash between the two writes
+is repaired by the next run; an unchanged row is skipped by that hash (the same file twice changes nothing). Every
+change runs inside ``index.changing()`` (nothing computed meanwhile is cached, the version moves on even after a
+failure), and the index is optimised once, at the end.
 """
 
 from __future__ import annotations
@@ -14,23 +12,19 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..batches import chunks
-from ..errors import CatalogError, PipelineError, StorageFull
-from ..inputs import load_image, read_image_bytes
-from ..progress import counter
+from ..errors import CatalogError, StorageFull
 from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
 from ..storage.vectors.lexical import lexical_text
 from .catalog_reader import BadRow, CatalogRows, Product, read_catalog
 from .duplicates import near_duplicates, threshold_for
-
-Progress = Callable[[int, int, str], None]  # (products done, products to do, what is happening)
+from .embedding import PhotoLimits, Progress, Tracker, embed_batches
 
 
 @dataclass
@@ -80,25 +74,6 @@ class IngestReport:
             "seconds": round(self.seconds, 3),
             "optimize_seconds": round(self.optimize_seconds, 3),
         }
-
-
-def _decode(pipeline, batch: list[Product]) -> tuple[list[Product], np.ndarray | None, list[BadRow]]:
-    """Runs in a worker thread: decode and preprocess one batch of photos (PIL releases the GIL while it decodes)."""
-    settings = pipeline.settings
-    max_bytes = int(settings.max_image_mb * 2**20)
-    good, images, bad = [], [], []
-    for product in batch:
-        try:
-            data = read_image_bytes(product.image_file, max_bytes)
-            image = load_image(data, max_bytes, settings.max_image_pixels)
-            # The copy the app serves, under DATA_DIR: the catalogue's own folder (an upload) may be gone tomorrow.
-            product.fields["image_file"] = pipeline.photos.put(data, image)
-            images.append(image)
-            good.append(product)
-        except PipelineError as err:
-            bad.append(BadRow(product.line, f"image {product.image_file.name}: {err}", product.id))
-    pixels = pipeline.encoder.preprocessor.pixels(images) if images else None
-    return good, pixels, bad
 
 
 def ingest(
@@ -189,7 +164,8 @@ def _ingest(
         _ensure_space(pipeline, min(len(todo), pipeline.settings.ingest_batch_size))
     if todo or stale:
         with index.changing():
-            _embed_and_write(pipeline, todo, known, report, progress, tell)
+            with Tracker(len(todo), "embedding and storing products", "ingest", progress, tell) as tracker:
+                _embed_and_write(pipeline, todo, known, report, tracker)
             if stale:
                 tell(len(todo), len(todo), f"deleting {len(stale)} products the file no longer has")
                 pipeline.store.delete_many(stale)
@@ -253,8 +229,8 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
             pipeline.store.delete_many(gone)
             index.delete(gone)
         # Only the deleted products' photos can have become unused (products with the same photo bytes share one):
-        # one indexed lookup, not a read of every product's photo (11-12 s at 1,000,000 products on the local
-        # server) and a walk of the photo folder (4.9 s at 100,000 photos).
+        # one indexed lookup, not a read of every product's photo and a walk of the photo folder, both slow on a
+        # large catalogue.
         pipeline.photos.remove(photos - pipeline.store.photos_in_use(photos))
         pipeline.events.write("delete", product_ids=gone, catalog_version=index.version())
     return gone, [p for p in ids if p not in present and p not in docs]
@@ -267,44 +243,33 @@ def forget_photos(pipeline) -> int:
 
 
 def _embed_and_write(
-    pipeline, todo: list[Product], known: dict[str, str], report: IngestReport, progress: bool, tell: Progress
+    pipeline, todo: list[Product], known: dict[str, str], report: IngestReport, tracker: Tracker
 ) -> None:
-    encoder = pipeline.encoder
-    batch_size = max(1, pipeline.settings.ingest_batch_size)
-    batches = list(chunks(todo, batch_size))
-    with (
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
-    ):
-        pending: list[Future] = [pool.submit(_decode, pipeline, b) for b in batches[:2]]
-        next_batch = 2
+    """Embed ``todo`` batch by batch while a writer thread stores the batch before: database round trips and fsyncs
+    wait on I/O, not on the cores the towers need."""
+
+    def keep(product: Product, data: bytes, image) -> None:
+        # The copy the app serves, under DATA_DIR: the catalogue's own folder (an upload) may be gone tomorrow.
+        product.fields["image_file"] = pipeline.photos.put(data, image)
+
+    batches = embed_batches(
+        pipeline.encoder, todo, pipeline.settings.ingest_batch_size, PhotoLimits.of(pipeline.settings), keep, tracker
+    )
+    with closing(batches), ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
-        ticker = counter(len(todo), "ingest", "product", enabled=progress)
-        done = 0
-        tell(0, len(todo), "embedding and storing products")
-        while pending:
-            good, pixels, bad = pending.pop(0).result()
-            if next_batch < len(batches):
-                pending.append(pool.submit(_decode, pipeline, batches[next_batch]))
-                next_batch += 1
-            report.bad.extend(bad)
-            if good:
-                image_vecs = encoder.encode_pixels(pixels)
-                text_vecs = encoder.encode_texts([p.text for p in good])
+        for batch in batches:
+            report.bad.extend(BadRow(p.line, f"image {p.image_file.name}: {err}", p.id) for p, err in batch.failed)
+            if batch.products:
                 if writing is not None:
                     writing.result()
-                writing = writer.submit(_write, pipeline, good, image_vecs, text_vecs)
-                for p in good:
+                writing = writer.submit(_write, pipeline, batch.products, batch.image_vectors, batch.text_vectors)
+                for p in batch.products:
                     if p.id in known:
                         report.updated += 1
                     else:
                         report.added += 1
-            ticker.update(len(good) + len(bad))
-            done += len(good) + len(bad)
-            tell(done, len(todo), "embedding and storing products")
         if writing is not None:
             writing.result()
-        ticker.close()
 
 
 # Free space an ingest keeps on the data folder's disk. Qdrant Edge writes through memory maps (Qdrant's write-ahead log

@@ -1,12 +1,9 @@
 """Catalogue uploads (the Catalogue tab and the ``/ingest`` API): a catalogue file and its photos, as a zip or as
 single files, unpacked into a private folder that is removed when the ingest is done, whatever happened.
 
-Uploads are hostile until proven otherwise. A zip entry that would land outside the folder (``../``, an absolute path,
-a drive letter) or that is a symbolic link refuses the whole archive; so do more entries, more bytes or a higher
-compression ratio than the limits, counted on the bytes really written, not on what the archive claims. Nothing is
-written until the archive passed the checks that need no writing, and a limit crossed while writing removes
-everything. Entries that are neither a catalogue nor a photo are skipped and reported. Photos themselves are checked
-later, by the ingest's own decoding (``query.preprocess.load_image``), one bad photo being one bad row.
+Uploads are hostile until proven otherwise: an entry that leaves the folder or is a symbolic link refuses the whole
+zip, and so do limits crossed (counted on the bytes really written). Other entries that are neither a catalogue nor a
+photo are skipped and reported; photos are checked by the ingest's own decoding, one bad photo being one bad row.
 """
 
 from __future__ import annotations

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import model_repo as mr
+from ..batches import chunks
 from ..errors import CatalogError, PipelineError
 from ..ingestion.catalog_reader import read_catalog
-from ..inputs import load_image
+from ..ingestion.embedding import photo_batches
 from ..query.preprocess import Preprocessor
 
-#: Rows read from the calibration catalogue by default: a few hundred cover a catalogue's range of photos and texts;
-#: more costs build time (a ViT-B/32 image tower runs ~20 photos/s here) and moved no range further in our runs.
+#: Rows read from the calibration catalogue by default: a few hundred cover a catalogue's range of photos and texts,
+#: and more cost build time without moving a range further.
 DEFAULT_ROWS = 256
 #: Inputs per calibration run; the calibrator keeps per-batch minima and maxima, so this bounds its memory.
 BATCH = 16
@@ -59,10 +60,6 @@ def _spread(count: int, rows: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, rows).round().astype(int))
 
 
-def _batches(items: list, size: int = BATCH) -> list[list]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
 def load_calibration(catalog: Path, repo: Path, fields: dict, rows: int = DEFAULT_ROWS) -> Calibration:
     """Up to ``rows`` products of ``catalog`` as pixel and token batches, preprocessed with ``repo``'s saved files.
 
@@ -75,18 +72,15 @@ def load_calibration(catalog: Path, repo: Path, fields: dict, rows: int = DEFAUL
     chosen = [products[i] for i in _spread(len(products), rows)]
     card = mr.ModelCard(**{**fields, "precision": "fp32", "sha256": {}})
     pre = Preprocessor(repo, card)
-    images = []
-    for product in chosen:
-        try:
-            images.append(load_image(product.image_file))
-        except PipelineError:
-            continue  # a photo that cannot be read calibrates nothing; the row count below says how many did
+    # A photo that cannot be read calibrates nothing; the counts in ``source`` say how many did.
+    decoded = [b.pixels for b in photo_batches(chosen, pre, BATCH) if b.products]
+    images = np.concatenate(decoded) if decoded else np.empty((0,))
     texts = [p.text for p in chosen if p.text.strip()]
-    if not images or not texts:
+    if not len(images) or not texts:
         raise CatalogError(
             f"{catalog} has no usable products to calibrate on ({len(images)} readable photos, {len(texts)} texts)."
         )
-    image_batches = [{mr.VISUAL_INPUT: pre.pixels(batch)} for batch in _batches(images)]
+    image_batches = [{mr.VISUAL_INPUT: batch} for batch in chunks(images, BATCH)]
     text_batches = []
     for _index, batch in pre.tokenize_groups(texts):  # one padded width per batch, as the app sends them
         width_rows = {name: np.array_split(array, max(1, -(-len(array) // BATCH))) for name, array in batch.items()}

@@ -1,21 +1,10 @@
 """``compare-models``: precisions (variants) of one model compared on a catalogue: agreement, recall, speed, size.
 
-The first repository is the reference (normally FP32). Every variant embeds the same catalogue rows, photos and product
-texts, through the app's own preprocessing and onnxruntime session (``Encoder`` over ``OrtBackend``), and is judged on:
-
-* **cosine to the reference**, per tower (mean, min over the rows): how far its vectors moved;
-* **retrieval agreement**: each product's photo and each product's text is a query against the *other* products
-  (itself left out, else every top-1 is trivially itself), ranked by numpy brute force exactly as the app scores them
-  (photo: image-to-photo cosine; text: ``text_weight`` * text-to-text + (1 - ``text_weight``) * text-to-photo). Each
-  variant ranks with its own vectors on both sides, as it would after re-ingesting. ``top1`` is the share of queries
-  whose best product is the reference's; ``top10`` the mean overlap of the two top-10 sets;
-* **recall@k** on labelled queries (``--queries``, read by ``evaluate.read_queries``; the hit rate of ``evaluate``),
-  brute force over the same rows, dense only (the app's hybrid BM25 boost is not a property of the model);
-* **speed**: images/s and texts/s of the bare towers at batch 1 and 32 on preprocessed inputs (what the precision
-  changes), measured round-robin: every round times each variant once, in a rotating order, and the median round is
-  reported. On a shared machine the load moves every variant alike within a round, so the ratios hold better than the
-  absolute numbers (bench/README.md);
-* **size** of the two ONNX files on disk.
+The first repository is the reference. Every variant embeds the same catalogue rows (``ingestion.embedding``, through
+its own preprocessing and onnxruntime session) and is judged on its cosine to the reference per tower; retrieval
+agreement, each product's photo and text a query against the *other* products, scored as the app scores them; recall@k
+on labelled queries (dense only: BM25 is no property of the model); the bare towers' speed, variants timed round-robin
+so that a shared machine's load moves them alike (bench/README.md); and the ONNX files' size.
 """
 
 from __future__ import annotations
@@ -30,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .. import model_repo as mr
 from ..errors import CatalogError, ModelMismatch, PipelineError
 from ..inference.ort_backend import OrtBackend
-from ..ingestion.catalog_reader import read_catalog
+from ..ingestion.catalog_reader import Product, read_catalog
+from ..ingestion.embedding import embed_batches, photo_batches
 from ..inputs import clean_text, load_image
 from ..progress import step
 from ..query.encoder import Encoder
@@ -63,13 +52,19 @@ class Variant:
 
 @dataclass
 class Rows:
-    """The catalogue rows every variant embeds: photos decoded once, product texts as ingestion builds them."""
+    """The catalogue rows every variant embeds: products whose photo decodes, product texts as ingestion builds them."""
 
-    ids: list[str]
-    texts: list[str]
-    images: list[Image.Image]
+    products: list[Product]
     skipped: list[str]
     total: int
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.products]
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.products]
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
@@ -100,19 +95,17 @@ def read_rows(catalog: Path, limit: int) -> Rows:
     if limit < 2:
         raise PipelineError(f"--limit must be at least 2 (a product is compared with the others), not {limit}.")
     parsed = read_catalog(Path(catalog))
-    rows = Rows([], [], [], [str(bad) for bad in parsed.bad], parsed.total)
-    for product in parsed.products:
-        if len(rows.ids) >= limit:
+    rows = Rows([], [str(bad) for bad in parsed.bad], parsed.total)
+    for batch in photo_batches(parsed.products, None, EMBED_BATCH):
+        taken = batch.products[: limit - len(rows.products)]
+        rows.products += taken
+        last = taken[-1].line if len(rows.products) >= limit else None  # rows after the limit are not read
+        rows.skipped += [
+            f"line {p.line} (id {p.id}): {err}" for p, err in batch.failed if last is None or p.line < last
+        ]
+        if last is not None:
             break
-        try:
-            image = load_image(product.image_file)
-        except PipelineError as err:
-            rows.skipped.append(f"line {product.line} (id {product.id}): {err}")
-            continue
-        rows.ids.append(product.id)
-        rows.texts.append(product.text)
-        rows.images.append(image)
-    if len(rows.ids) < 2:
+    if len(rows.products) < 2:
         raise CatalogError(f"{catalog} has fewer than 2 products with a readable photo; nothing to compare.")
     return rows
 
@@ -120,10 +113,12 @@ def read_rows(catalog: Path, limit: int) -> Rows:
 # -------------------------------------------------------------------------------------------------------- embeddings
 def embed_rows(variant: Variant, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     """(image vectors, text vectors) of the rows, float64 for the brute-force rankings."""
-    enc = variant.encoder
-    images = [enc.encode_images(rows.images[i : i + EMBED_BATCH]) for i in range(0, len(rows.images), EMBED_BATCH)]
-    texts = enc.encode_texts(rows.texts)
-    return np.concatenate(images).astype(np.float64), texts.astype(np.float64)
+    batches = [b for b in embed_batches(variant.encoder, rows.products, EMBED_BATCH) if b.products]
+    if sum(len(b.products) for b in batches) != len(rows.products):
+        raise PipelineError(f"A photo of {variant.name}'s rows could not be read a second time; nothing compared.")
+    images = np.concatenate([b.image_vectors for b in batches])
+    texts = np.concatenate([b.text_vectors for b in batches])
+    return images.astype(np.float64), texts.astype(np.float64)
 
 
 def cosine_stats(got: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -208,12 +203,14 @@ def _tiled(items: list, n: int) -> list:
 def speed_inputs(variant: Variant, rows: Rows) -> dict[str, list[tuple[str, dict[str, np.ndarray]]]]:
     """Preprocessed inputs per measure: a block of single calls for batch 1, one call for batch 32."""
     pre = variant.encoder.preprocessor
-    images, texts = _tiled(rows.images, max(BATCH_SIZES)), _tiled(rows.texts, max(BATCH_SIZES))
+    products = _tiled(rows.products, max(BATCH_SIZES))
+    pixels = np.concatenate([b.pixels for b in photo_batches(products, pre, max(BATCH_SIZES)) if b.products])
+    texts = [p.text for p in products]
     out = {}
     for size in BATCH_SIZES:
         calls = SINGLE_CALLS if size == 1 else 1
         out[f"images_per_s@{size}"] = [
-            (mr.VISUAL_MODEL, {mr.VISUAL_INPUT: pre.pixels(images[i * size : (i + 1) * size])}) for i in range(calls)
+            (mr.VISUAL_MODEL, {mr.VISUAL_INPUT: pixels[i * size : (i + 1) * size]}) for i in range(calls)
         ]
         out[f"texts_per_s@{size}"] = [
             (mr.TEXT_MODEL, pre.tokenize(texts[i * size : (i + 1) * size])) for i in range(calls)

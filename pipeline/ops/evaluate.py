@@ -1,12 +1,9 @@
 """``evaluate``: retrieval quality of the real pipeline on labelled queries, checked against a brute-force reference.
 
-Every query runs through ``Matcher`` (preprocessing, encoder, cache, Qdrant, fusion, MongoDB), exactly as the app runs
-it. ``--check`` recomputes every ranking by numpy brute force from the stored vectors and the same query embeddings; any
-difference in the metrics means a wrong fusion, filter, id mapping or cache, and fails loudly. ``--calibrate`` measures
-the ``match``/``similar`` score thresholds from the labelled queries and writes them into the model card.
-
-A hit is a query with at least one relevant product in the top k ("recall@k" below is that hit rate, the usual measure
-when one right product is enough); MRR is the mean reciprocal rank of the first relevant product (0 beyond k).
+The catalogue is imported by the catalogue service and every query runs through ``Matcher``, as in the app.
+``--check`` recomputes every ranking by numpy brute force from the stored vectors (a difference means a wrong fusion,
+filter, id mapping or cache); ``--calibrate`` writes measured ``match``/``similar`` thresholds into the model card.
+"recall@k" is the hit rate (a relevant product in the top k); MRR the mean reciprocal rank of the first one.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PipelineError
-from ..ingestion.ingest import ingest
+from ..ingestion.catalogue import Catalogue
 from ..inputs import clean_text, load_image
 from ..model_repo import ModelCard
 from ..progress import counter, step
@@ -324,7 +321,7 @@ def run(
             if catalog is None:
                 raise PipelineError("Name the catalogue to evaluate on (--catalog), or use --live.")
             step(f"ingesting {catalog} into a temporary index")
-            ingest(pipe, Path(catalog), images_dir, progress=progress)
+            Catalogue(pipe).ingest(Path(catalog), images_dir, progress=progress)
         step(f"running {len(queries)} queries through the pipeline")
         results, failed = _run_pipeline(pipe, queries, max(top_k, max(KS)), progress)
         report = {
