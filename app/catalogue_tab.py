@@ -1,9 +1,6 @@
-"""The Catalogue tab and the ``/ingest``, ``/delete_products`` and ``/catalogue`` endpoints: layout and wiring only;
-``app.catalogue`` does the work.
-
-The admin token is asked for once per browser session (kept in that session's state, never in the page's HTML); API
-clients pass it as the ``admin_token`` parameter. An import runs in its own concurrency group, so searching goes on
-meanwhile, and the manager lets one import run at a time (a second one is told to wait).
+"""The Catalogue tab and the ``/ingest``, ``/delete_products`` and ``/catalogue`` endpoints; ``app.catalogue`` does the
+work. The admin token is asked for once per browser session (kept in its state, never in the page's HTML); API clients
+pass it as ``admin_token``. Imports run in their own concurrency group, so searching goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -168,8 +165,7 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         mode = gr.Radio([(words, key) for key, words in MODES.items()], value="update", label="How",
                         elem_id="ingest-mode")  # fmt: skip
         ingest_button = gr.Button("Import", variant="primary", elem_id="ingest", interactive=manager.writable)
-        # Room for the progress bar: an empty Markdown has no height, and the bar of a first import was drawn into
-        # nothing (it showed only once an earlier report filled the box).
+        # Room for the progress bar, which an empty Markdown (no height) would hide during a first import.
         summary = gr.Markdown(elem_id="ingest-summary", min_height=72)
         bad_table = gr.Dataframe(headers=["line", "id", "reason"], label="Bad rows", interactive=False,
                                  elem_id="bad-rows")  # fmt: skip
@@ -192,8 +188,7 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
             delete_button = gr.Button("Delete", variant="stop", scale=1, elem_id="delete", interactive=manager.writable)
         delete_note = gr.Markdown(elem_id="delete-note")
 
-    # Progress and the "Error" badge of a refusal show on the notes and the report only, never over the boxes people
-    # type in (the sentence itself is the message in the corner).
+    # Progress and a refusal's "Error" badge go on the notes and the report, never over the boxes people type in.
     gr.on([unlock_button.click, token_box.submit], unlock, inputs=[token_box],
           outputs=[token_state, lock_note, token_box], show_progress_on=[lock_note],
           api_visibility="private")  # fmt: skip

@@ -1,8 +1,5 @@
-"""The app's own settings (server, share link, login, concurrency), on top of ``pipeline.settings``.
-
-The pipeline's settings (model, Triton, Qdrant, MongoDB, upload size...) are ``pipeline.settings.Settings``; this
-module only adds what the page needs, parsed by the same functions and failing with the same ``SettingsError``. Tests
-build an ``AppConfig`` directly or with ``from_env(env)``.
+"""The app's own settings (server, share link, login, concurrency) on top of ``pipeline.settings.Settings``, parsed by
+the same functions and failing with the same ``SettingsError``.
 """
 
 from __future__ import annotations
@@ -26,14 +23,12 @@ def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class AppConfig:
-    # Loopback unless asked: a page started on a laptop is not offered to the whole network. The container sets
-    # GRADIO_SERVER_NAME=0.0.0.0 (Spaces and `docker run -p` need it).
+    # Loopback unless asked, so that a page started on a laptop is not offered to the network (the container asks).
     server_name: str = "127.0.0.1"
     server_port: int = 7860
     share: bool = False
     auth: tuple[str, str] | None = None
-    # Events the queue runs at once. The pipeline's parts are thread-safe (the vector store behind its lock, one
-    # Triton client per thread), so this only bounds CPU use and memory; a small number suits a small CPU machine.
+    # Events the queue runs at once: the pipeline's parts are thread-safe, so this only bounds CPU use and memory.
     concurrency: int = 4
     queue_size: int = 64
     default_top_k: int = 8

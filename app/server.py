@@ -38,7 +38,7 @@ def warm_up(pipe: Pipeline) -> list[str]:
     from PIL import Image
 
     started = time.perf_counter()
-    # MongoDB (the local server takes ~0.7 s to start) and the vector store open while the model loads.
+    # MongoDB and the vector store open while the model loads: the local MongoDB server is slow to start.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm-up") as pool:
         stores = [pool.submit(lambda: pipe.store.ping()), pool.submit(lambda: pipe.index.count())]
         card = pipe.card  # the model card, the preprocessors and the inference backend (ModelNotFound: fatal)
