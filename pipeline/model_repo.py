@@ -127,9 +127,10 @@ def _file_key(path: Path) -> str:
 def verify_files(repo: Path, card: ModelCard) -> None:
     """Fail clearly if an ONNX file is missing or is not the one the card describes.
 
-    Hashing the ViT-B/32 towers (577 MB) takes 0.4 s of every start, so a file whose size, modification time and inode
-    are those it had when its checksum last matched is not hashed again (``.verified.json`` beside the card, written
-    when the repository is writable); any change to the file changes them.
+    Hashing the towers costs every start a noticeable moment (docs/operations.md), so a file whose size,
+    modification time and inode are those it had when its checksum last matched is not hashed again
+    (``.verified.json`` beside the card, written when the repository is writable); any change to the file changes
+    them.
     """
     record_file = Path(repo) / VERIFIED_FILE
     try:

@@ -87,7 +87,7 @@ def apply_process_defaults() -> None:
     """Defaults for the libraries under us, set by the entry points before numpy loads; the environment still wins.
 
     One BLAS thread: the search's matrix-vector products gain nothing from two, and OpenBLAS's idle threads then spin
-    and slow the next inference 2x (bench/README.md). transformers' advice ("PyTorch was not found", torchvision
+    and slow the next inference. transformers' advice ("PyTorch was not found", torchvision
     fallbacks) is noise for a runtime that needs neither.
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -100,36 +100,34 @@ class IndexTuning:
     """How the collection is indexed and searched; chosen by ``bench/vector_scale.py`` (see bench/README.md); the
     vector stores take it from ``Settings.index_tuning``."""
 
-    # "turbo8": TurboQuant 8-bit copies in RAM searched first, float32 originals on disk for rescoring (1M products:
-    # recall@10 1.000 against int8's 0.964, text queries 36 against 67 ms, RSS 1.9 against 2.2 GiB; bench/README.md);
-    # "int8": int8 scalar copies the same way; "ram": float32 in RAM; "disk": float32 memory-mapped only.
+    # "turbo8": TurboQuant 8-bit copies in RAM searched first, float32 originals on disk for rescoring (better recall
+    # and less memory than int8; docs/vector-store.md); "int8": int8 scalar copies the same way; "ram": float32 in RAM;
+    # "disk": float32 memory-mapped only.
     storage: str = "turbo8"
-    hnsw_m: int = 32  # 16 lost 5 points of recall at 100k for the same query time
-    hnsw_ef_construct: int = 100  # 200 added 1.5 points at 100k for twice the build time
-    # None: by size. ef 128 keeps recall@10 >= 0.96 up to 100k products at ~0.5 ms; 1M needs 256 (0.96-0.97; 128
-    # gave 0.78-0.89).
+    hnsw_m: int = 32  # 16 lost recall for the same query time (docs/vector-store.md)
+    hnsw_ef_construct: int = 100  # 200 added little recall for twice the build time
+    # None: by size: 128 keeps recall up to 100k products, 1M needs 256 (docs/vector-store.md).
     hnsw_ef: int | None = None
     large_from: int = 500_000  # products from which HNSW is searched with ef 256
     exact_below: int = 15_000  # products per segment under which no HNSW is built: brute force is as fast, and exact
-    # candidates rescored with the float32 vectors, as a multiple of k; None: by storage (turbo8 2: recall 1.000 at 1M
-    # with half the disk reads of 4; int8 4: 2 lost recall, 0.81 at 1M)
+    # candidates rescored with the float32 vectors, as a multiple of k; None: by storage (turbo8 2, int8 4: int8's
+    # coarser ranking loses recall at 2)
     oversampling: float | None = None
     # Whether quantized search rescores its candidates with the float32 originals (None: it does; bench --rescore).
     rescore: bool | None = None
     # Where Edge keeps the compact copies: "cold" (memory-mapped; read at full speed by a child right after the open)
-    # or "pinned" (read into the engine's heap while the shard opens). 1M products: the open 0.24-0.34 s and the first
-    # query 0.35-0.75 s against 1.8-4.5 s and 0.1-0.2 s, the same query times after, the process's own memory 0.1
-    # against 1.1 GiB (bench/README.md). A shard keeps what it was built with.
+    # or "pinned" (read into the engine's heap while the shard opens). "cold" opens large shards far faster for the
+    # same query times after the first, with much less of the process's own memory (docs/vector-store.md). A shard
+    # keeps what it was built with.
     compact_memory: str = "cold"
     # After opening, read the float32 originals that rescoring reads into the page cache, steadily, where they fit in
-    # half the free memory (pipeline/storage/vectors/page_cache.py). 1M products on a fast disk: filtered p50 4.9 ->
-    # 4.1-4.3 ms, but the cached pages the queries then map count as RSS (1.8 -> 3.8 GiB VmRSS after the benchmark's
-    # queries); on a slow disk filtered 16 -> 9 ms. Off by default (VECTOR_WARM=1 turns it on).
+    # half the free memory (pipeline/storage/vectors/page_cache.py). Faster filtered queries on a slow disk, little on
+    # a fast one, and the cached pages the queries map count as RSS (docs/vector-store.md). Off by default
+    # (VECTOR_WARM=1 turns it on).
     warm_after_open: bool = False
     # New collections store a third vector, w·text + (1−w)·image, so a text query is one search instead of the
-    # threshold algorithm's two and more (vectors/store.py). 10,000 products, bench.query_path: text search alone
-    # 3.7 -> 1.2-1.3 ms, hybrid 6.8 -> 3.5-4.0 ms; the cost is a third more vectors on disk and in the HNSW build
-    # (bench/README.md). A collection keeps what it was made with (VECTOR_FUSED=0: without).
+    # threshold algorithm's two and more (vectors/store.py), at the cost of a third more vectors on disk and in the
+    # HNSW build (docs/vector-store.md). A collection keeps what it was made with (VECTOR_FUSED=0: without).
     fused_vector: bool = True
 
     @property

@@ -34,7 +34,7 @@ SEPARATOR = "\x00"  # ends each name in the packed names (taken out of the names
 
 class Packed(Sequence[str]):
     """Strings kept as one text and the offsets where each starts: about a byte a character (ASCII) and 8 bytes of
-    offset instead of a Python object of ~50 bytes more each (a million ids and 40-character names: 60 MiB)."""
+    offset instead of a Python object each (docs/operations.md has the listing's memory)."""
 
     def __init__(self, items: Iterable[str]) -> None:
         items = list(items)

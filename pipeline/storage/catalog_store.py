@@ -15,13 +15,12 @@ from ..errors import BackendUnavailable
 PRODUCT_DB = "product_db"
 PRODUCT_COLLECTION = "product_metadata"
 # A read or delete of the whole catalogue (its ids, a field's values, a count, emptying it) is given this long: the
-# local server (SecantusDB) visits every document in Python, 7-15 s at 1,000,000 products (measured), past the socket
+# local server (SecantusDB) visits every document in Python, seconds per million products, past the socket
 # timeout that keeps a query from hanging on a dead server (``connect``).
 WHOLE_CATALOGUE_TIMEOUT_S = 600.0
 # Ids (or photo keys) per ``$in``. The local server checks each document a ``$in`` finds against the whole list, in
-# Python: deleting m products in one ``$in`` took ~1.5e-6·m² s (8,000 of 100,000: 99 s; 200,000 would be hours), in
-# lists of 50 the same 8,000 took 1.3 s (25: 1.2 s, 100: 1.9 s, 500: 6.8 s). A real MongoDB refuses a command over
-# 16 MB, which one ``$in`` of a million ids is.
+# Python, so one ``$in`` of m ids costs m²; lists of 50 were the fastest measured (docs/operations.md). A real
+# MongoDB refuses a command over 16 MB, which one ``$in`` of a million ids is.
 IN_CHUNK = 50
 
 
@@ -55,7 +54,7 @@ class CatalogStore:
 
     def ping(self) -> None:
         """That MongoDB answers, within the usual timeout: what the app checks as it starts (a count reads every
-        product on the local server: 7-9 s at 1,000,000)."""
+        product on the local server: seconds at a million)."""
         try:
             self.collection.database.command("ping")
         except PyMongoError as err:
@@ -113,8 +112,8 @@ class CatalogStore:
 
     def photos_in_use(self, keys: Iterable[str]) -> set[str]:
         """Which of these photo keys some product still names: one lookup in an index on ``image_file`` (made on the
-        first call: 2.1 s at 100,000 products on the local server, once; the lookup then 1 ms where a ``distinct`` of
-        every product's photo took 11-12 s at 1,000,000)."""
+        first call, once; a lookup is then milliseconds where a ``distinct`` of every product's photo read the whole
+        catalogue)."""
         keys = sorted({k for k in keys if k})
         if not keys:
             return set()

@@ -71,8 +71,9 @@ class ResultCache:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         # Evict the oldest stored entries, not the least recently read: a hit then only reads (with LRU every hit is
-        # an SQLite write of its access time: 0.55 ms a text hit instead of 0.27), and the oldest entries are mostly
-        # answers for catalogue versions that an ingest has since replaced, which no query can reach any more.
+        # an SQLite write of its access time, which doubled a hit's cost; docs/operations.md), and the oldest entries
+        # are mostly answers for catalogue versions that an ingest has since replaced, which no query can reach any
+        # more.
         cache = diskcache.Cache(
             str(self.directory), size_limit=self.size_mb * 2**20, eviction_policy="least-recently-stored"
         )
