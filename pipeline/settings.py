@@ -239,11 +239,6 @@ class Settings:
         return self.data_dir / "uploads"
 
     @property
-    def legacy_qdrant_path(self) -> Path:
-        """Where qdrant-client's local mode kept collections before Qdrant Edge (migrated on first open)."""
-        return self.data_dir / "qdrant"
-
-    @property
     def index_tuning(self) -> IndexTuning:
         return replace(
             IndexTuning(),

@@ -3,8 +3,7 @@ examples.
 
 MongoDB holds the products' metadata, but the local MongoDB-protocol server (SecantusDB) answers only lookups by id
 quickly: a sorted, skipped, counted or searched ``find`` reads every document in Python, and every other request waits
-meanwhile (measured: 2.7-4.3 s a page at 100,000 products, a 0.7 ms lookup of 10 products 84 ms during it; at 1,000,000
-no page at all, pymongo's 15 s socket timeout came first; and every page load of the app asked for one). So the listing
+meanwhile (docs/operations.md has the figures). So the listing
 is the vector index's: the ids and names of the products it holds, read once per catalogue version (one scroll of two
 payload fields), sorted by id, and kept compact; a page is then a slice, or a search of the names in memory, and one
 ``$in`` lookup of its products in MongoDB. What a page shows is what the index holds, the products searches can return;

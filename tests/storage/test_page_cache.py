@@ -123,11 +123,11 @@ def test_an_opened_shard_is_read_ahead_then_its_hot_files_then_the_originals_if_
             originals = [str(p) for p in page_cache.originals_on_disk(shard_dir, skip)]
             assert not any("vector_storage-text" in a for a in hot + originals)
             assert any("vector_storage-fused" in a for a in originals)
-            opening, after = (r.args[4:] for r in again._readers)
+            opening, after = (r.args[4:] for r in again._read_ahead.children)
             assert any("quantized" in a for a in opening) is (compact == "pinned")
             assert after == ([*hot, "--steady", *originals] if warm else hot)
             assert again.warmed(timeout=60)
-            assert [r.returncode for r in again._readers] == [0, 0]
+            assert [r.returncode for r in again._read_ahead.children] == [0, 0]
             assert [h.product_id for h in again.search(vectors[3], "image", 1)] == ["p3"]
         finally:
             again.close()

@@ -464,51 +464,6 @@ def test_open_vector_store_picks_edge_or_server(settings):
         server.close()
 
 
-def test_local_mode_data_folder_is_migrated_without_re_embedding(settings, catalogue):
-    """A DATA_DIR written by the previous version (qdrant-client local mode, image/text/fused vectors, metadata in
-    the collection) opens as an Edge shard holding the same vectors, model identity and a later version."""
-    from qdrant_client import QdrantClient, models
-
-    images, _, products = catalogue
-    legacy = QdrantClient(path=str(settings.legacy_qdrant_path))
-    legacy.create_collection(
-        "products",
-        vectors_config={
-            "image": models.VectorParams(size=DIM, distance=models.Distance.DOT),
-            "text": models.VectorParams(size=DIM, distance=models.Distance.DOT),
-            "fused": models.VectorParams(size=2 * DIM, distance=models.Distance.DOT),
-        },
-        metadata={"model_identity": card().identity, "model_name": "test model (fp32)", "catalog_version": 4},
-    )
-    legacy.upsert(
-        "products",
-        [
-            models.PointStruct(
-                id=__import__("pipeline.storage.vectors", fromlist=["point_id"]).point_id(p.product_id),
-                vector={"image": p.image.tolist(), "text": p.text.tolist(), "fused": [0.0] * (2 * DIM)},
-                payload={"product_id": p.product_id, **p.payload},
-            )
-            for p in products[:50]
-        ],
-    )
-    legacy.close()
-    store = open_vector_store(settings)
-    try:
-        info = store.info()
-        assert info.model_identity == card().identity and info.catalog_version == 5 and store.count() == 50
-        ids, vectors = store.all_vectors("image")
-        np.testing.assert_allclose(vectors, images[[int(p[1:]) for p in ids]], atol=1e-6)
-        assert store.content_hashes(["p3"]) == {"p3": "h3"}
-        store.check_model(card())
-    finally:
-        store.close()
-    again = open_vector_store(settings)  # migrated once: the old folder is marked, not read again
-    try:
-        assert again.info().collection_id == info.collection_id
-    finally:
-        again.close()
-
-
 @pytest.mark.parametrize("storage", ["int8", "turbo8"])
 def test_edge_quantized_storage_searches_the_graph_and_rescores(tmp_path, storage):
     """Compact copies in RAM and an HNSW graph: the served top 10 keeps the brute-force top 10 (filtered too, where

@@ -1,5 +1,5 @@
 """``python -m pipeline.storage.vectors.optimize_worker SHARD``: optimise a copy of an Edge shard in its own process
-(the serving process keeps answering meanwhile; see ``edge.EdgeVectorStore._optimize_in_child``). Niced, so that the
+(the serving process keeps answering meanwhile; see ``edge_shard.ShardFolder.optimise_copy``). Niced, so that the
 queries of the serving process come first on a small machine."""
 
 from __future__ import annotations

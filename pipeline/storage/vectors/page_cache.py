@@ -1,25 +1,13 @@
-"""Reading a Qdrant Edge shard's files into the page cache ahead of the engine, from a child process.
+"""What of a Qdrant Edge shard is in memory: its files read into the page cache ahead of the engine, and the
+resident memory of its mappings.
 
-Why: Qdrant reads what it keeps in RAM (HNSW links, id tracker, payload indexes, pinned compact copies) through
-memory maps, page fault by page fault, and drops a shard's files from the page cache when it closes the shard
-(``fadvise(DONTNEED)``), so every open read 1.3 GB (pinned) from disk at 1,000,000 products this way: 5-8 s,
-against ~1.3 s for the same bytes asked of the kernel in order. A child asks for them (``POSIX_FADV_WILLNEED``,
-128 KiB at a time: the kernel caps one request at the device's readahead, 128 KiB by default) while the engine opens
-the shard; a thread could not, because the engine's calls hold the GIL.
-
-Once the shard is open, another child reads at full speed what every first query reads at random: the compact copies
-kept on disk (``compact_memory`` cold, the default: 1,000,000 products then open in 0.3 s instead of 1.8-4.5 s
-pinned, and the first query takes 0.35-0.75 s) and the payloads. Then, only with ``warm_after_open``
-(``VECTOR_WARM=1``), it reads steadily the float32 originals that rescoring reads (not during the open: it would
-compete with the open's reads). Files that would not fit in the page cache are not read (they would be thrashed).
-The originals are not warmed by default: once cached, every page a query touches maps its neighbours too (the
-kernel's fault-around), so VmRSS grew by ~2 GB over the benchmark's queries, for ~0.7 ms off a filtered query on a
-fast disk (bench/README.md); on a slow one it made filtered queries 16 -> 9 ms.
-
+Qdrant reads what it keeps in RAM through memory maps, fault by fault, and drops a shard's files from the page cache
+when it closes it; asked of the kernel in order, the same bytes come in several times faster. A child process asks for
+them while the engine opens the shard (a thread could not: the engine's calls hold the GIL), and another reads what
+the first queries would read once it is open; docs/vector-store.md ("Reading ahead") has the figures that chose this.
 The file names are Qdrant's segment layout (qdrant-edge-py is pinned); a name that stops matching costs speed only,
-never correctness, and tests/storage/test_vector_store.py checks them against a shard built by the pinned engine.
-This file runs as the child (``python -I -S page_cache.py FILE... [--steady FILE...]``): it imports nothing outside
-the standard library.
+and tests/storage/test_vector_store.py checks them against a shard built by the pinned engine. This file runs as the
+child (``python -I -S page_cache.py FILE... [--steady FILE...]``): at module level it imports only the standard library.
 """
 
 from __future__ import annotations
@@ -36,7 +24,7 @@ ORIGINALS = ("matrix.dat", "vectors/chunk_*")
 STEP = 128 * 1024  # bytes per request; the kernel reads at most the device's readahead (128 KiB default) per call
 STEADY_READ = 4 * 2**20  # bytes asked for at a time when reading steadily (see read_ahead)
 FREE_SHARE = 0.5  # files are warmed after the open only when they take at most this share of MemAvailable
-IN_PROCESS_BELOW = 64 * 2**20  # smaller shards are read ahead here, without starting a child (~20 ms)
+IN_PROCESS_BELOW = 64 * 2**20  # smaller shards are read ahead here: starting a child would cost more
 
 
 def _built(shard_dir: Path) -> dict:
@@ -101,21 +89,20 @@ def compact_on_disk(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
 
 
 def payloads(shard_dir: Path) -> list[Path]:
-    """The payload storage: every answer reads its products' payloads (138 MB at 1,000,000 products)."""
+    """The payload storage: every answer reads its products' payloads."""
     return [p for segment in _segments(shard_dir) for p in _files(segment, "payload_storage/*")]
 
 
 def originals_on_disk(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
-    """The float32 originals left on disk: rescoring reads a few candidates' at random (4 GB at 1,000,000 products)."""
+    """The float32 originals left on disk: rescoring reads a few candidates' at random."""
     return _stored_on_disk(shard_dir, compact=False, skip=skip)
 
 
 def read_ahead(paths: list[str] | list[Path], steady: bool = False) -> int:
     """Have the kernel read ``paths`` into the page cache, in order; returns the bytes asked for. All at once (the
     fastest, for an open that waits for them), or ``steady``: STEADY_READ at a time, each window waited for (its last
-    page read), so that a query's own reads queue behind a few MiB rather than behind gigabytes (asked for all at
-    once, the originals held the first query after an open for 3-6 s). Never raises: a file that went away (an
-    optimisation swapped the shard) or a system without ``posix_fadvise`` only loses the speed-up."""
+    page read), so that a query's own reads queue behind a few MiB rather than behind gigabytes. Never raises: a file
+    that went away (an optimisation swapped the shard) or a system without ``posix_fadvise`` only loses the speed-up."""
     if not hasattr(os, "posix_fadvise"):
         return 0
     asked = 0
@@ -166,7 +153,7 @@ def fits(paths: list[Path], available: int | None) -> bool:
 
 def read_in_background(first: list[Path], then_steadily: list[Path] | tuple = ()) -> subprocess.Popen | None:
     """``read_ahead(first)``, then ``read_ahead(then_steadily, steady=True)``, from a child (returned: its end is the
-    end of the reading) when they are large, here when they are small (a child costs ~20 ms to start)."""
+    end of the reading) when they are large, here when they are small (a child costs more than reading them)."""
     first, later = list(first), list(then_steadily)
     if not first and not later:
         return None
@@ -201,6 +188,56 @@ def warm_list(shard_dir: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     they would be thrashed)."""
     later = originals_on_disk(shard_dir, skip)
     return later if fits(later, mem_available()) else []
+
+
+class ReadAhead:
+    """The children reading one store's shard ahead; stopped before the shard is closed, swapped or dropped."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, first: list[Path], then_steadily: list[Path] | tuple = ()) -> None:
+        child = read_in_background(first, then_steadily)
+        if child is not None:
+            self.children.append(child)
+
+    def stop(self) -> None:
+        from pipeline.processes.stopping import stop_child  # not at module level: this file also runs as the child
+
+        children, self.children = self.children, []
+        for child in children:
+            stop_child(child, timeout_s=5)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every child has ended (within ``timeout`` s)."""
+        try:
+            for child in list(self.children):
+                child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes really on disk: Edge pre-allocates sparse chunks and WAL files, so file sizes overstate it."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def mapped_resident_bytes(path: Path) -> int:
+    """Resident memory of this process's mappings of files under ``path`` (memory-mapped vectors and indexes)."""
+    root, total, inside = str(path.resolve()), 0, False
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                first = line.split(maxsplit=1)[0]
+                if "-" in first and not first.endswith(":"):  # a mapping's header line
+                    parts = line.split()
+                    inside = len(parts) >= 6 and parts[5].startswith(root)
+                elif inside and first == "Rss:":
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
 
 
 if __name__ == "__main__":

@@ -4,13 +4,13 @@ machine is not enough, and the store several processes may write to at once.
 The collection's identity, model and catalogue version are Qdrant's own collection metadata, read on every query (one
 round trip), so an ingest by another process is seen at once. The server indexes in the background by itself:
 ``optimize`` only reports. The contract tests run this adapter against qdrant-client's ``:memory:`` mode, which speaks
-the same API (no server binary can be had on our machines); pass ``serialize=True`` there, local mode is not
-thread-safe.
+the same API; pass ``serialize=True`` there, local mode is not thread-safe.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from importlib import metadata
@@ -19,8 +19,9 @@ import numpy as np
 
 from ...errors import BackendUnavailable, PipelineError
 from ...model_repo import ModelCard
+from . import conditions
 from .lexical import document_vector
-from .store import IndexTuning, VectorStore, full_scan_kb, scroll_page
+from .store import IndexTuning, VectorStore, scroll_page
 from .types import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -33,17 +34,23 @@ from .types import (
 )
 
 
-def client_filter(filters: Filters | None):
+@functools.cache
+def _dialect() -> conditions.Dialect:
     from qdrant_client import models
 
-    must: list = [
-        models.FieldCondition(key=name, match=models.MatchAny(any=list(values)))
-        for name, values in (filters.keyword_conditions if filters else [])
-    ]
-    if filters and filters.price_range:
-        low, high = filters.price_range
-        must.append(models.FieldCondition(key="price", range=models.Range(gte=low, lte=high)))
-    return models.Filter(must=must) if must else None
+    return conditions.Dialect(
+        any_of=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=values)),
+        between=lambda key, low, high: models.FieldCondition(key=key, range=models.Range(gte=low, lte=high)),
+        all_of=lambda must: models.Filter(must=must),
+        quantization_search=models.QuantizationSearchParams,
+        search=models.SearchParams,
+        int8=lambda: models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+        ),
+        turbo8=lambda: models.TurboQuantization(
+            turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS8, always_ram=True)
+        ),
+    )
 
 
 class ServerVectorStore(VectorStore):
@@ -100,31 +107,21 @@ class ServerVectorStore(VectorStore):
     def _create(self, card: ModelCard, info: CollectionInfo) -> None:
         from qdrant_client import models
 
-        t = self.tuning
-        threshold_kb = max(1, int(t.exact_below * card.embedding_dim * 4 / 1024))
-        quantization = None
-        if t.storage == "int8":
-            quantization = models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
-            )
-        elif t.storage == "turbo8":
-            quantization = models.TurboQuantization(
-                turbo=models.TurboQuantQuantizationConfig(bits=models.TurboQuantBitSize.BITS8, always_ram=True)
-            )
+        t, dim = self.tuning, card.embedding_dim
         with self._call("creating the collection"):
             self.client.create_collection(
                 self.collection,
                 vectors_config={
-                    name: models.VectorParams(
-                        size=card.embedding_dim, distance=models.Distance.DOT, on_disk=t.storage != "ram"
-                    )
+                    name: models.VectorParams(size=dim, distance=models.Distance.DOT, on_disk=t.storage != "ram")
                     for name in info.dense_vectors()
                 },
                 hnsw_config=models.HnswConfigDiff(
-                    m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=full_scan_kb(card.embedding_dim)
+                    m=t.hnsw_m, ef_construct=t.hnsw_ef_construct, full_scan_threshold=conditions.full_scan_kb(dim)
                 ),
-                optimizers_config=models.OptimizersConfigDiff(indexing_threshold=threshold_kb),
-                quantization_config=quantization,
+                optimizers_config=models.OptimizersConfigDiff(
+                    indexing_threshold=conditions.indexing_threshold_kb(t, dim)
+                ),
+                quantization_config=conditions.quantization(_dialect(), t),
                 sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 metadata=info.to_dict(),
             )
@@ -210,19 +207,12 @@ class ServerVectorStore(VectorStore):
 
     # -- search -------------------------------------------------------------------------------------------------------
     def _params(self, exact: bool):
-        from qdrant_client import models
-
-        quantization = None
-        if self.tuning.quantized:  # exact search compares the float32 originals, not the compact copies
-            quantization = models.QuantizationSearchParams(
-                ignore=exact, rescore=self._rescore(), oversampling=self.tuning.rescore_oversampling()
-            )
-        return models.SearchParams(hnsw_ef=self._ef(), exact=exact, quantization=quantization)
+        return conditions.search_params(_dialect(), self.tuning, self._ef(), self._rescore(), exact)
 
     def _nearest(self, requests, filters: Filters, exact: bool) -> list[list[Hit]]:
         from qdrant_client import models
 
-        flt, params = client_filter(filters), self._params(exact)
+        flt, params = conditions.payload_filter(_dialect(), filters), self._params(exact)
         batch = [
             models.QueryRequest(
                 query=vector.tolist(), using=using, limit=int(limit), filter=flt, params=params, with_payload=True
@@ -238,7 +228,7 @@ class ServerVectorStore(VectorStore):
     def _scored(self, requests, filters: Filters, exact: bool) -> list[list]:
         from qdrant_client import models
 
-        flt, params = client_filter(filters), self._params(exact)
+        flt, params = conditions.payload_filter(_dialect(), filters), self._params(exact)
         batch = [
             models.QueryRequest(query=models.SparseVector(indices=vector[0], values=vector[1]), using=LEXICAL,
                                 limit=int(limit), filter=flt, with_payload=False)

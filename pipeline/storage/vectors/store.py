@@ -36,28 +36,11 @@ MAX_ROUNDS = 6
 # Points per retrieve or delete of a list of products: a sync may delete hundreds of thousands, and a Qdrant server
 # refuses a request over 32 MB (its default), which a million point ids are.
 POINTS_PER_CALL = 1024
-# A filtered query that leaves at most this many products is scanned over the int8 copies (and the best rescored with
-# the originals) instead of walking the HNSW graph; see full_scan_kb.
-FILTERED_SCAN_MAX = 50_000
-
-
-def full_scan_kb(dim: int) -> int:
-    """Qdrant's ``full_scan_threshold`` (KB of one vector name's float32 vectors) for ``FILTERED_SCAN_MAX`` products.
-
-    Measured at 1,000,000 products (a category filter leaving ~20,000): walking the graph kept 0.53 of the exact top 10
-    even with Qdrant's per-category links; ``exact=True`` scans recall 1.000 but read the float32 originals from disk
-    (8.6-12.5 ms p50, RSS +1.9 GiB of mapped originals); ACORN: recall 1.000 at 75 ms. Under this threshold Qdrant
-    scans the int8 copies itself (both stores are built with it): recall 1.000 at 1.8-2.9 ms, the originals read only
-    for rescoring. It also sets which payload values get extra graph links (those with more products than this), so
-    the build is shorter.
-    """
-    return FILTERED_SCAN_MAX * dim * 4 // 1024
 
 
 def scroll_page(vector: str | None) -> int:
-    """Points one scroll call reads: 10,000 without vectors (Edge read two payload fields of 1,000,000 points in 3.9 s
-    in such pages, against 9.2 s in pages of 1,024; the catalogue's listing reads them), 1,024 with a vector (a Python
-    list of floats each: a page's memory stays small)."""
+    """Points one scroll call reads: large pages without vectors (fewer calls for the catalogue's listing), small ones
+    with a vector (a Python list of floats each, so a page's memory stays small): docs/vector-store.md."""
     return 1024 if vector else 10_000
 
 
@@ -109,16 +92,16 @@ class VectorStore:
         raise NotImplementedError
 
     def _scored(self, requests: list[tuple[object, str, int]], filters: Filters, exact: bool) -> list[list]:
-        """Like ``_nearest`` but (point key, score) pairs only: candidate lists of the fusion carry no payload (which
-        costs more than the search itself: 512 hits with payload 24 ms, without 5.5 ms). A point key is whatever the
-        engine hands back as the point's id (Edge: a ``uuid.UUID``; turning 200 of them into strings cost 0.15 ms a
-        query), the same in every method of one store. A request for ``LEXICAL`` holds a sparse vector (indices,
-        values) and is scored by BM25 (one engine method for both kinds of ranking)."""
+        """Like ``_nearest`` but (point key, score) pairs only: candidate lists of the fusion carry no payload
+        (reading it costs more than the search itself). A point key is whatever the engine hands back as the point's
+        id (Edge: a ``uuid.UUID``, not turned into a string on the query path), the same in every method of one store.
+        A request for ``LEXICAL`` holds a sparse vector (indices, values) and is scored by BM25 (one engine method for
+        both kinds of ranking)."""
         raise NotImplementedError
 
     def _scored_among(self, vector: np.ndarray, wanted: list[tuple[str, list]]) -> list[dict]:
         """For each (vector name, point keys): the exact score of ``vector`` against that vector of each point, by
-        key; all in one call to the engine (each call costs ~0.3 ms however few points it scores)."""
+        key; all in one call to the engine (a call has a fixed cost however few points it scores)."""
         raise NotImplementedError
 
     def _payloads(self, keys: list) -> dict:
