@@ -154,7 +154,7 @@ def child_pipeline(repo: Path, clock: Clock, data: Path | None, round_: int) -> 
         for i in range(QUERIES):
             found.append(len(pipe.matcher.match_text(f"memory probe query {os.getpid()} {i}").matches))
             found.append(len(pipe.matcher.match_image(photos[i % len(photos)]).matches))
-        server = pipe._mongo_server.process.pid if pipe._mongo_server and pipe._mongo_server.process else None
+        server = pipe._mongo_server.server_pid if pipe._mongo_server else None
         mongo = rss_of(server) if server else None
         pipe.events.flush()
         return {

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from ..errors import BackendUnavailable
 from . import mongo_guard
@@ -81,12 +80,6 @@ class LocalMongoServer:
         if state and is_running(state.get("pid"), state.get("start")):
             return state["pid"]
         return None
-
-    @property
-    def process(self) -> SimpleNamespace | None:
-        """Compatibility: an object whose ``pid`` is the server's (``server_pid`` says the same)."""
-        pid = self.server_pid
-        return SimpleNamespace(pid=pid) if pid else None
 
     def start(self) -> str:
         """Take a lease on the live server on this storage, or start one (with its guard); returns its URI."""

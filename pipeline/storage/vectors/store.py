@@ -6,7 +6,7 @@ source so that ``Distance.Dot`` is the cosine (and, in most collections, the thi
 ``w·cos(q, text) + (1−w)·cos(q, image)``, which is ``q · (w·text + (1−w)·image)``: collections made with
 ``IndexTuning.fused_vector`` store that weighted sum as a third vector (``fused``, the size of the others, not a
 concatenation of both), and a text query at their weight is one search of it, exact as any other search. A collection
-without it (made before it existed, or without it), or a query at another weight, is fused at query time by Fagin's
+without it (VECTOR_FUSED=0), or a query at another weight, is fused at query time by Fagin's
 threshold algorithm: the top ``depth`` by each vector, every candidate's missing score fetched exactly, and a stopping
 rule that proves no unseen product can beat the k-th candidate (``w·t_depth + (1−w)·i_depth``, the best an unseen
 product could score); otherwise ``depth`` grows. Over exact search both answers equal brute force; over HNSW they are

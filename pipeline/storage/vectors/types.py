@@ -57,8 +57,8 @@ class CollectionInfo:
     ``collection_id`` is made when the collection is created, so two collections (another ``QDRANT_COLLECTION``,
     another server, a deleted and rebuilt index folder) never share cached answers even at the same version.
     ``writing`` is set while an ingest or a delete is changing the points: answers computed then are not cached.
-    ``fused_weight`` is the text weight of the collection's stored ``fused`` vectors (None: it has none, e.g. made
-    before they existed; its text queries are fused at query time).
+    ``fused_weight`` is the text weight of the collection's stored ``fused`` vectors (None: it has none, as a collection
+    built with VECTOR_FUSED=0; its text queries are fused at query time).
     """
 
     collection_id: str = ""
