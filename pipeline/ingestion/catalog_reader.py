@@ -21,10 +21,14 @@ from ..errors import CatalogError
 
 # Part of every content hash: products stored by an older layout (photos served from where the catalogue lay, no
 # lexical vector) differ from what an ingest would store now, so they are stored again once.
-STORE_FORMAT = b"\0store-2"  # 2: the photo store and the BM25 vector
+STORE_FORMAT = b"\0store-3"  # 2: the photo store and the BM25 vector; 3: several photos, photo URLs
 SCHEMA = ("id", "SKU", "name", "brand", "category", "color", "price", "description", "text", "image_path")
+WEB_SCHEMES = ("http", "https")
 TEXT_FIELDS = ("name", "brand", "category", "color", "description")
 STRING_FIELDS = ("name", "brand", "category", "color", "SKU", "description", "text")
+
+
+PhotoSource = Path | str  # a local file (resolved and checked) or an http(s) URL, fetched during the ingest
 
 
 @dataclass
@@ -32,9 +36,29 @@ class Product:
     line: int
     id: str
     fields: dict
-    image_file: Path
+    photos: list[PhotoSource]  # the main photo first; empty: a product without a photo (found by its text)
     text: str
     content_hash: str = ""
+    photo_problems: list[str] = field(default_factory=list)  # photos named but left out, each with why
+
+
+def is_url(name: str) -> bool:
+    """Whether a photo is named by a URL (any scheme: only http(s) are fetched, the others are refused by name)."""
+    return "://" in name[:16] or name.startswith("//")
+
+
+def _photo_names(row: dict) -> list[str]:
+    """The photos a row names, in order, each once: ``image_paths`` (a list, or text) or ``image_path``."""
+    given = row.get("image_paths")
+    if given is None:
+        given = row.get("image_path")
+    if given is None:
+        return []
+    if isinstance(given, str):
+        given = [given]
+    if not isinstance(given, list) or not all(isinstance(g, str) for g in given if g is not None):
+        raise ValueError("image_path must be text (a file or a URL), or a list of them")
+    return list(dict.fromkeys(g.strip() for g in given if g and g.strip()))
 
 
 @dataclass
@@ -251,19 +275,37 @@ def _validate(
             return BadRow(line, f"{name} must be text", product_id)
     if not fields.get("name") and not fields.get("text"):
         return BadRow(line, "missing name", product_id)
-    if not fields.get("image_path"):
-        return BadRow(line, "missing image_path", product_id)
     try:
-        image_file = resolve_image(fields["image_path"], root, images_dir, images_label)
+        names = _photo_names(fields)
     except ValueError as err:
         return BadRow(line, str(err), product_id)
-    # The content: the row and the photo's bytes, not where the photo happens to lie (an upload unpacks into a new
-    # folder each time), so the same catalogue twice changes nothing.
+    # A local photo that cannot be used makes the row bad (the product keeps what it had: a photo not uploaded yet
+    # must not replace it by a product without one); a URL is fetched during the ingest, and one that fails is left
+    # out and reported (the shop's server is not the person's mistake).
+    photos: list[PhotoSource] = []
+    problems: list[str] = []
+    for name in names:
+        if is_url(name):
+            scheme = name.split("://", 1)[0].lower() if "://" in name else ""
+            if scheme in WEB_SCHEMES:
+                photos.append(name)
+            else:
+                problems.append(f"photo {name[:120]}: only http and https photo URLs are fetched")
+            continue
+        try:
+            photos.append(resolve_image(name, root, images_dir, images_label))
+        except ValueError as err:
+            return BadRow(line, str(err), product_id)
+    # The content: the row and the photos' bytes (a URL: its text; the photo behind it is checked when fetched), not
+    # where a photo happens to lie (an upload unpacks into a new folder each time), so the same catalogue twice
+    # changes nothing.
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
-    digest.update(image_file.read_bytes())
+    for photo in photos:
+        digest.update(photo.encode() if isinstance(photo, str) else photo.read_bytes())
+        digest.update(b"\0")
     digest.update(STORE_FORMAT)
-    fields["image_file"] = str(image_file)
-    return Product(line, product_id, fields, image_file, product_text(fields), digest.hexdigest()[:32])
+    text = product_text(fields)
+    return Product(line, product_id, fields, photos, text, digest.hexdigest()[:32], problems)
 
 
 def read_catalog(

@@ -31,15 +31,13 @@ def near_duplicates(index, product_ids: Iterable[str] | None, threshold: float, 
     pairs: dict[tuple[str, str], float] = {}
     bar = counter(len(ids), "duplicates", "product", enabled=progress)
     for chunk in chunks(ids, 256):
-        vectors = index.vectors(chunk, "image")
+        photos = index.photo_vectors(chunk)
         for pid in chunk:
-            vector = vectors.get(pid)
-            if vector is None:
-                continue
-            for hit in index.search(vector, "image", NEIGHBOURS + 1):
-                if hit.product_id != pid and hit.score + 1e-6 >= threshold:
-                    key = tuple(sorted((pid, hit.product_id)))
-                    pairs[key] = max(pairs.get(key, -1.0), round(float(hit.score), 6))
+            for vector in photos.get(pid, ()):  # every photo of the product; its own other photos are no pair
+                for hit in index.search(vector, "image", NEIGHBOURS + 1):
+                    if hit.product_id != pid and hit.score + 1e-6 >= threshold:
+                        key = tuple(sorted((pid, hit.product_id)))
+                        pairs[key] = max(pairs.get(key, -1.0), round(float(hit.score), 6))
         bar.update(len(chunk))
     bar.close()
     return [{"a": a, "b": b, "cosine": c} for (a, b), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]

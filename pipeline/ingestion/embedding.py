@@ -7,7 +7,7 @@ calibration takes the preprocessed batches (``photo_batches``), the others the e
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,15 +21,31 @@ from ..inputs import load_image, read_image_bytes
 from ..progress import counter
 from ..query.encoder import Encoder
 from ..query.preprocess import Preprocessor
-from .catalog_reader import Product
+from .catalog_reader import PhotoSource, Product
 
 Progress = Callable[[int, int, str], None]  # (products done, products to do, what is happening)
-KeepPhoto = Callable[[Product, bytes, Image.Image], None]  # runs in a decode thread, beside the decoding
+
+
+@dataclass
+class Photo:
+    """One photo of a product that decoded: where it came from, its bytes and the picture (``download``: how a URL's
+    bytes were got, with its validators, for the record of what each URL held)."""
+
+    source: PhotoSource
+    data: bytes
+    image: Image.Image
+    download: object | None = None
+
+
+KeepPhoto = Callable[[Product, Photo], None]  # runs in a decode thread, beside the decoding, for each good photo
+# Starts fetching a URL (a Future of an object with ``data``, ``error``, ``downloaded``): ``photo_downloads``.
+Fetch = Callable[[str], Future]
 
 # Two threads, two batches ahead: PIL releases the GIL while it decodes, so this keeps the towers fed without taking
-# the cores they run on.
+# the cores they run on. Photos named by URL are fetched further ahead (they wait on the network, not on the cores).
 DECODE_THREADS = 2
 AHEAD = 2
+FETCH_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -46,12 +62,15 @@ class PhotoLimits:
 
 @dataclass
 class PhotoBatch:
-    """One batch of products: those whose photo decoded (in catalogue order, with their preprocessed photos) and
-    those whose photo did not, with why (each caller words that its own way)."""
+    """One batch of products: those that go in (in catalogue order, with their decoded photos preprocessed, every
+    photo of each, none for a product without one), those whose local photo did not decode, with why (each caller
+    words that its own way), and the URLs left out (the product goes in without them)."""
 
     products: list[Product]
-    pixels: np.ndarray | None  # (len(products), 3, h, w); None without a preprocessor or without products
+    pixels: np.ndarray | None  # (photos, 3, h, w), the products' photos in order; None without a preprocessor/photos
     failed: list[tuple[Product, PipelineError]] = field(default_factory=list)
+    photo_counts: list[int] = field(default_factory=list)  # aligned with ``products``: rows of ``pixels`` each
+    dropped: list[tuple[Product, str, str]] = field(default_factory=list)  # (product, URL, why)
 
     @property
     def rows(self) -> int:
@@ -61,11 +80,23 @@ class PhotoBatch:
     def texts(self) -> list[str]:
         return [p.text for p in self.products]
 
+    def offsets(self) -> list[int]:
+        """Where each product's photos start among the photo rows."""
+        return list(np.cumsum([0, *self.photo_counts[:-1]])) if self.photo_counts else []
+
 
 @dataclass
 class EmbeddedBatch(PhotoBatch):
-    image_vectors: np.ndarray | None = None  # aligned with ``products``
-    text_vectors: np.ndarray | None = None
+    image_vectors: np.ndarray | None = None  # one row per photo, products' photos in order (``photo_counts`` each)
+    text_vectors: np.ndarray | None = None  # aligned with ``products``
+
+    def photos_of(self, i: int) -> np.ndarray | None:
+        """Product ``i``'s photo vectors (photos, d), or None when it has no photo."""
+        count = self.photo_counts[i]
+        if not count or self.image_vectors is None:
+            return None
+        start = self.offsets()[i]
+        return self.image_vectors[start : start + count]
 
 
 class Tracker:
@@ -77,13 +108,17 @@ class Tracker:
     ) -> None:
         self.total, self.stage, self.done = total, stage, 0
         self.tell = on_progress or (lambda done, total, stage: None)
+        self.detail: Callable[[], str] | None = None  # said after the stage (the photo downloads' progress)
         self.bar = counter(total, desc, "product", enabled=terminal)
         self.tell(0, total, stage)
 
     def advance(self, rows: int) -> None:
         self.bar.update(rows)
         self.done += rows
-        self.tell(self.done, self.total, self.stage)
+        extra = self.detail() if self.detail is not None else ""
+        if extra:
+            self.bar.set_postfix_str(extra, refresh=False)
+        self.tell(self.done, self.total, f"{self.stage}; {extra}" if extra else self.stage)
 
     def close(self) -> None:
         self.bar.close()
@@ -96,23 +131,52 @@ class Tracker:
 
 
 def decode_batch(
-    products: Sequence[Product], preprocessor: Preprocessor | None, limits: PhotoLimits, keep: KeepPhoto | None
+    products: Sequence[Product],
+    preprocessor: Preprocessor | None,
+    limits: PhotoLimits,
+    keep: KeepPhoto | None,
+    fetched: dict[str, Future] | None = None,
 ) -> PhotoBatch:
-    """Decode (and preprocess) one batch of photos; a photo that cannot be used fails its product only."""
-    good, images, failed = [], [], []
+    """Decode (and preprocess) one batch of photos. A local photo that cannot be used fails its product; a URL that
+    could not be fetched or is not a usable photo is left out (``fetched``: the URLs' downloads, started ahead)."""
+    good, images, failed, counts, dropped = [], [], [], [], []
     for product in products:
+        photos: list[Photo] = []
         try:
-            data = read_image_bytes(product.image_file, limits.max_bytes)
-            image = load_image(data, limits.max_bytes, limits.max_pixels)
-            if keep is not None:
-                keep(product, data, image)
+            for source in product.photos:
+                if isinstance(source, str):
+                    photo, why = _fetched_photo(source, fetched, limits)
+                    if photo is None:
+                        dropped.append((product, source, why))
+                        continue
+                else:
+                    data = read_image_bytes(source, limits.max_bytes)
+                    photo = Photo(source, data, load_image(data, limits.max_bytes, limits.max_pixels))
+                photos.append(photo)
         except PipelineError as err:
             failed.append((product, err))
             continue
-        images.append(image)
+        for photo in photos:
+            if keep is not None:
+                keep(product, photo)
+            images.append(photo.image)
         good.append(product)
+        counts.append(len(photos))
     pixels = preprocessor.pixels(images) if preprocessor is not None and images else None
-    return PhotoBatch(good, pixels, failed)
+    return PhotoBatch(good, pixels, failed, counts, dropped)
+
+
+def _fetched_photo(url: str, fetched: dict[str, Future] | None, limits: PhotoLimits) -> tuple[Photo | None, str]:
+    """A URL's photo, or None and why it is left out."""
+    if fetched is None or url not in fetched:
+        return None, "photo URLs are not fetched here"
+    download = fetched[url].result()
+    if download.error or download.data is None:
+        return None, download.error or "nothing was downloaded"
+    try:
+        return Photo(url, download.data, load_image(download.data, limits.max_bytes, limits.max_pixels), download), ""
+    except PipelineError as err:
+        return None, str(err)
 
 
 def photo_batches(
@@ -121,24 +185,48 @@ def photo_batches(
     batch_size: int,
     limits: PhotoLimits = PhotoLimits(),
     keep: KeepPhoto | None = None,
+    fetch: Fetch | None = None,
 ) -> Iterator[PhotoBatch]:
     """``products`` in batches of ``batch_size``, each decoded (and preprocessed, given a ``preprocessor``) in a worker
-    thread while the caller works on the batch before. ``keep(product, bytes, image)`` sees every good photo."""
+    thread while the caller works on the batch before. ``keep(product, photo)`` sees every good photo; ``fetch``
+    starts a URL's download, ``FETCH_AHEAD`` batches ahead of the decoding (without it, URLs are left out)."""
     batches = list(chunks(products, max(1, batch_size)))
+    fetched: dict[str, Future] = {}
+    uses: Counter[str] = Counter()  # batches started and not yet done that name each URL (one fetch for all)
+    started = 0  # batches whose downloads have been started
+
+    def urls(i: int) -> set[str]:
+        return {s for p in batches[i] for s in p.photos if isinstance(s, str)} if fetch is not None else set()
+
+    def fetch_until(last: int) -> None:
+        nonlocal started
+        while started < min(last, len(batches)):
+            for url in urls(started):
+                if url not in fetched:
+                    fetched[url] = fetch(url)
+                uses[url] += 1
+            started += 1
+
+    def decode(i: int) -> Future:
+        fetch_until(i + 1 + FETCH_AHEAD)
+        return pool.submit(decode_batch, batches[i], preprocessor, limits, keep, fetched)
+
     with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
-        pending: deque[Future] = deque(
-            pool.submit(decode_batch, b, preprocessor, limits, keep) for b in batches[:AHEAD]
-        )
-        following = AHEAD
+        pending: deque[Future] = deque(decode(i) for i in range(min(AHEAD, len(batches))))
+        following = len(pending)
         try:
-            while pending:
+            for done in range(len(batches)):
                 batch = pending.popleft().result()
                 if following < len(batches):
-                    pending.append(pool.submit(decode_batch, batches[following], preprocessor, limits, keep))
+                    pending.append(decode(following))
                     following += 1
+                for url in urls(done):  # the downloads' bytes are not held once no batch to come needs them
+                    uses[url] -= 1
+                    if not uses[url]:
+                        fetched.pop(url, None)
                 yield batch
         finally:  # a caller that stops early does not wait for batches nobody will read
-            for future in pending:
+            for future in [*pending, *fetched.values()]:
                 future.cancel()
 
 
@@ -149,13 +237,15 @@ def embed_batches(
     limits: PhotoLimits = PhotoLimits(),
     keep: KeepPhoto | None = None,
     tracker: Tracker | None = None,
+    fetch: Fetch | None = None,
 ) -> Iterator[EmbeddedBatch]:
-    """``photo_batches`` through both towers: the photo's embedding and the product text's, batch by batch.
+    """``photo_batches`` through both towers: every photo's embedding and the product text's, batch by batch.
     ``tracker`` advances once the caller is done with a batch."""
-    for batch in photo_batches(products, encoder.preprocessor, batch_size, limits, keep):
-        embedded = EmbeddedBatch(batch.products, batch.pixels, batch.failed)
+    for batch in photo_batches(products, encoder.preprocessor, batch_size, limits, keep, fetch):
+        embedded = EmbeddedBatch(batch.products, batch.pixels, batch.failed, batch.photo_counts, batch.dropped)
         if batch.products:
-            embedded.image_vectors = encoder.encode_pixels(batch.pixels)
+            if batch.pixels is not None:
+                embedded.image_vectors = encoder.encode_pixels(batch.pixels)
             embedded.text_vectors = encoder.encode_texts(batch.texts)
         yield embedded
         if tracker is not None:

@@ -9,6 +9,7 @@ failure), and the index is optimised once, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -17,14 +18,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import CatalogError, StorageFull
 from ..storage.vectors import PAYLOAD_FIELDS, IndexedProduct
 from ..storage.vectors.lexical import lexical_text
 from .catalog_reader import BadRow, CatalogRows, Product, read_catalog
 from .duplicates import near_duplicates, threshold_for
-from .embedding import PhotoLimits, Progress, Tracker, embed_batches
+from .embedding import EmbeddedBatch, Photo, PhotoLimits, Progress, Tracker, embed_batches
 
 
 @dataclass
@@ -36,6 +35,10 @@ class IngestReport:
     unchanged: int = 0
     deleted: int = 0
     bad: list[BadRow] = field(default_factory=list)
+    failed_photos: list[BadRow] = field(default_factory=list)  # photos left out of products that went in, with why
+    without_photo: int = 0  # products added or updated that have no photo (found by their text)
+    photos: int = 0  # photos embedded
+    downloads: dict = field(default_factory=dict)  # photo URLs: fetched, not modified, failed, bytes, seconds
     skipped: list[str] = field(default_factory=list)  # upload entries that were not a catalogue or a photo
     duplicates: list[dict] = field(default_factory=list)  # near-identical photos among the changed products
     catalog_version: int = 0
@@ -55,7 +58,16 @@ class IngestReport:
             f"{len(self.bad)} bad; catalogue version {self.catalog_version}; {self.seconds:.1f} s"
             + (f" ({rate:.1f} products/s)" if rate else "")
         ]
+        if self.photos or self.without_photo:
+            lines.append(f"  {self.photos} photos embedded; {self.without_photo} products without a photo")
+        if self.downloads:
+            d = self.downloads
+            lines.append(
+                f"  photo URLs: {d.get('fetched', 0)} downloaded, {d.get('not_modified', 0)} unchanged, "
+                f"{d.get('failed', 0)} failed"
+            )
         lines += [f"  bad row {bad}" for bad in self.bad]
+        lines += [f"  photo left out, {bad}" for bad in self.failed_photos]
         lines += [f"  near-identical photos: {d['a']} ~ {d['b']} (cosine {d['cosine']:.4f})" for d in self.duplicates]
         return "\n".join(lines)
 
@@ -68,6 +80,10 @@ class IngestReport:
             "unchanged": self.unchanged,
             "deleted": self.deleted,
             "bad": [{"line": b.line, "id": b.product_id, "reason": b.reason} for b in self.bad],
+            "failed_photos": [{"line": b.line, "id": b.product_id, "reason": b.reason} for b in self.failed_photos],
+            "without_photo": self.without_photo,
+            "photos": self.photos,
+            "downloads": dict(self.downloads),
             "skipped": list(self.skipped),
             "duplicates": list(self.duplicates),
             "catalog_version": self.catalog_version,
@@ -224,7 +240,7 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
     docs = pipeline.store.get_many(ids) if ids else {}
     gone = sorted(present | set(docs))
     if gone:
-        photos = {d.get("image_file") for d in [*docs.values(), *held.values()]}
+        photos = {key for d in [*docs.values(), *held.values()] for key in _photo_keys(d)}
         with index.changing():
             pipeline.store.delete_many(gone)
             index.delete(gone)
@@ -236,40 +252,92 @@ def delete_products(pipeline, product_ids: list[str]) -> tuple[list[str], list[s
     return gone, [p for p in ids if p not in present and p not in docs]
 
 
+def _photo_keys(doc: dict) -> set[str]:
+    return {k for k in [doc.get("image_file"), *(doc.get("image_files") or [])] if k}
+
+
 def forget_photos(pipeline) -> int:
     """Remove the stored photos no product uses any more (after a sync: it reads every product anyway, and the walk
     also takes what an interrupted change left)."""
-    return pipeline.photos.remove_unused(set(pipeline.store.distinct("image_file")))
+    return pipeline.photos.remove_unused(set(pipeline.store.distinct("image_files")))
 
 
 def _embed_and_write(
     pipeline, todo: list[Product], known: dict[str, str], report: IngestReport, tracker: Tracker
 ) -> None:
     """Embed ``todo`` batch by batch while a writer thread stores the batch before: database round trips and fsyncs
-    wait on I/O, not on the cores the towers need."""
+    wait on I/O, not on the cores the towers need. Photos named by URL are downloaded ahead (``photo_downloads``)."""
+    for product in todo:
+        product.fields["image_files"] = []
+        report.failed_photos.extend(BadRow(product.line, why, product.id) for why in product.photo_problems)
+    with _downloads_for(pipeline, todo) as downloads:
 
-    def keep(product: Product, data: bytes, image) -> None:
-        # The copy the app serves, under DATA_DIR: the catalogue's own folder (an upload) may be gone tomorrow.
-        product.fields["image_file"] = pipeline.photos.put(data, image)
+        def keep(product: Product, photo: Photo) -> None:
+            # The copy the app serves, under DATA_DIR: the catalogue's own folder (an upload) may be gone tomorrow.
+            key = pipeline.photos.put(photo.data, photo.image)
+            product.fields["image_files"].append(key)
+            got = photo.download
+            if downloads is not None and got is not None and got.downloaded:
+                downloads.remember(got.url, key, got.etag, got.last_modified)
 
-    batches = embed_batches(
-        pipeline.encoder, todo, pipeline.settings.ingest_batch_size, PhotoLimits.of(pipeline.settings), keep, tracker
-    )
-    with closing(batches), ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
-        writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
-        for batch in batches:
-            report.bad.extend(BadRow(p.line, f"image {p.image_file.name}: {err}", p.id) for p, err in batch.failed)
-            if batch.products:
-                if writing is not None:
-                    writing.result()
-                writing = writer.submit(_write, pipeline, batch.products, batch.image_vectors, batch.text_vectors)
-                for p in batch.products:
-                    if p.id in known:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-        if writing is not None:
-            writing.result()
+        if downloads is not None:
+            tracker.detail = lambda: _download_progress(downloads.stats())
+        batches = embed_batches(
+            pipeline.encoder,
+            todo,
+            pipeline.settings.ingest_batch_size,
+            PhotoLimits.of(pipeline.settings),
+            keep,
+            tracker,
+            fetch=downloads.submit if downloads is not None else None,
+        )
+        with closing(batches), ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+            writing: Future | None = None  # one batch in flight, so a failed write stops the ingest at the next batch
+            for batch in batches:
+                report.bad.extend(BadRow(p.line, f"image {_named(p, err)}: {err}", p.id) for p, err in batch.failed)
+                report.failed_photos.extend(
+                    BadRow(p.line, f"photo {url[:160]}: {why}", p.id) for p, url, why in batch.dropped
+                )
+                if batch.products:
+                    if writing is not None:
+                        writing.result()
+                    writing = writer.submit(_write, pipeline, batch)
+                    report.photos += sum(batch.photo_counts)
+                    report.without_photo += sum(1 for n in batch.photo_counts if not n)
+                    for p in batch.products:
+                        if p.id in known:
+                            report.updated += 1
+                        else:
+                            report.added += 1
+            if writing is not None:
+                writing.result()
+        if downloads is not None:
+            report.downloads = downloads.stats().to_json()
+
+
+def _named(product: Product, err: Exception) -> str:
+    """The local photo a failure is about (the first the message names, else the product's first)."""
+    local = [s for s in product.photos if isinstance(s, Path)]
+    named = [s for s in local if s.name in str(err)]
+    return (named or local or [Path("?")])[0].name
+
+
+@contextlib.contextmanager
+def _downloads_for(pipeline, products: list[Product]):
+    """The photo downloader when some product names a photo by URL (None otherwise: nothing to fetch)."""
+    if not any(isinstance(s, str) for p in products for s in p.photos):
+        yield None
+        return
+    from .photo_downloads import open_downloads
+
+    with open_downloads(pipeline.settings, pipeline.photos) as downloads:
+        yield downloads
+
+
+def _download_progress(stats) -> str:
+    """Beside the embedding's progress: how the downloads go."""
+    rate = f", {stats.rate:.1f}/s" if stats.rate else ""
+    return f"photos: {stats.fetched + stats.not_modified} fetched, {stats.failed} failed{rate}"
 
 
 # Free space an ingest keeps on the data folder's disk. Qdrant Edge writes through memory maps (Qdrant's write-ahead log
@@ -290,16 +358,19 @@ def _ensure_space(pipeline, products: int) -> None:
         raise OSError(errno.ENOSPC, f"{free / 2**20:.0f} MB free, {need / 2**20:.0f} MB needed to write on")
 
 
-def _write(pipeline, products: list[Product], image_vecs: np.ndarray, text_vecs: np.ndarray) -> None:
+def _write(pipeline, batch: EmbeddedBatch) -> None:
+    products = batch.products
     _ensure_space(pipeline, len(products))
+    for p in products:  # the main photo, which the page shows unless a query is closer to another
+        p.fields["image_file"] = (p.fields.get("image_files") or [None])[0]
     docs = [{**p.fields, "embedded_text": p.text} for p in products]
     pipeline.store.upsert_many(docs)
     pipeline.index.upsert(
         [
             IndexedProduct(
                 p.id,
-                image_vecs[i],
-                text_vecs[i],
+                batch.photos_of(i),
+                batch.text_vectors[i],
                 {**{k: p.fields.get(k) for k in PAYLOAD_FIELDS}, "content_hash": p.content_hash},
                 lexical=lexical_text(p.fields),
             )

@@ -73,7 +73,7 @@ def load_calibration(catalog: Path, repo: Path, fields: dict, rows: int = DEFAUL
     card = mr.ModelCard(**{**fields, "precision": "fp32", "sha256": {}})
     pre = Preprocessor(repo, card)
     # A photo that cannot be read calibrates nothing; the counts in ``source`` say how many did.
-    decoded = [b.pixels for b in photo_batches(chosen, pre, BATCH) if b.products]
+    decoded = [b.pixels for b in photo_batches(chosen, pre, BATCH) if b.pixels is not None]
     images = np.concatenate(decoded) if decoded else np.empty((0,))
     texts = [p.text for p in chosen if p.text.strip()]
     if not len(images) or not texts:

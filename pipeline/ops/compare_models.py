@@ -91,13 +91,15 @@ def open_variants(repos: list[Path]) -> list[Variant]:
 
 
 def read_rows(catalog: Path, limit: int) -> Rows:
-    """The first ``limit`` products of ``catalog`` whose photo decodes (the others are counted, not fatal)."""
+    """The first ``limit`` products of ``catalog`` whose photo decodes (the others are counted, not fatal; products
+    without a local photo are passed over)."""
     if limit < 2:
         raise PipelineError(f"--limit must be at least 2 (a product is compared with the others), not {limit}.")
     parsed = read_catalog(Path(catalog))
     rows = Rows([], [str(bad) for bad in parsed.bad], parsed.total)
     for batch in photo_batches(parsed.products, None, EMBED_BATCH):
-        taken = batch.products[: limit - len(rows.products)]
+        pictured = [p for p, n in zip(batch.products, batch.photo_counts, strict=True) if n]  # compared by photo
+        taken = pictured[: limit - len(rows.products)]
         rows.products += taken
         last = taken[-1].line if len(rows.products) >= limit else None  # rows after the limit are not read
         rows.skipped += [
@@ -116,7 +118,7 @@ def embed_rows(variant: Variant, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     batches = [b for b in embed_batches(variant.encoder, rows.products, EMBED_BATCH) if b.products]
     if sum(len(b.products) for b in batches) != len(rows.products):
         raise PipelineError(f"A photo of {variant.name}'s rows could not be read a second time; nothing compared.")
-    images = np.concatenate([b.image_vectors for b in batches])
+    images = np.stack([b.photos_of(i)[0] for b in batches for i in range(len(b.products))])  # the main photo
     texts = np.concatenate([b.text_vectors for b in batches])
     return images.astype(np.float64), texts.astype(np.float64)
 
@@ -204,7 +206,7 @@ def speed_inputs(variant: Variant, rows: Rows) -> dict[str, list[tuple[str, dict
     """Preprocessed inputs per measure: a block of single calls for batch 1, one call for batch 32."""
     pre = variant.encoder.preprocessor
     products = _tiled(rows.products, max(BATCH_SIZES))
-    pixels = np.concatenate([b.pixels for b in photo_batches(products, pre, max(BATCH_SIZES)) if b.products])
+    pixels = np.concatenate([b.pixels for b in photo_batches(products, pre, max(BATCH_SIZES)) if b.pixels is not None])
     texts = [p.text for p in products]
     out = {}
     for size in BATCH_SIZES:

@@ -203,28 +203,41 @@ class Fusion:
 
 def brute_force(pipe: Pipeline, queries: list[Query], top_k: int) -> list[Reference]:
     """Rankings from the stored vectors and a numpy matrix product (in float64): the exact reference."""
-    ids, image_vectors = pipe.index.all_vectors("image")
-    text_ids, text_vectors = pipe.index.all_vectors("text")
-    order = {pid: i for i, pid in enumerate(text_ids)}
-    text_vectors = text_vectors[[order[pid] for pid in ids]].astype(np.float64)
-    image_vectors = image_vectors.astype(np.float64)
+    # Every product (all have a text vector); each scored by its best photo (MaxSim), as the stores score them
+    ids, text_vectors = pipe.index.all_vectors("text")
+    text_vectors = text_vectors.astype(np.float64)
+    owners, photo_rows = pipe.index.all_photo_vectors()
+    position = {pid: i for i, pid in enumerate(ids)}
+    owner = np.array([position[pid] for pid in owners], dtype=np.int64)
+    photo_rows = photo_rows.astype(np.float64)
+
+    def best_photo(v: np.ndarray) -> np.ndarray:
+        """Each product's best photo score; -inf for a product without a photo."""
+        best = np.full(len(ids), -np.inf)
+        if len(owner):
+            np.maximum.at(best, owner, photo_rows @ v)
+        return best
+
     encoder, w = pipe.encoder, pipe.card.text_weight
     hybrid = pipe.settings.hybrid_search
     keys = {point_id(pid): pid for pid in ids}
     names = {}
     if hybrid:
         docs = pipe.store.get_many(ids)
-        names = {pid: (doc.get("SKU"), doc.get("name")) for pid, doc in docs.items()}
+        names = {pid: (doc.get("SKU"), doc.get("name"), *(doc.get("skus") or ())) for pid, doc in docs.items()}
     out = []
     for q in queries:
         if q.kind == "text":
             text = clean_text(q.value, pipe.settings.max_text_chars)
             v = encoder.encode_texts([text])[0].astype(np.float64)
-            scores = w * (text_vectors @ v) + (1 - w) * (image_vectors @ v)
+            by_text, by_photo = text_vectors @ v, best_photo(v)
+            # a product without a photo is scored by its text alone (types.fused_vector)
+            scores = w * by_text + (1 - w) * np.where(np.isfinite(by_photo), by_photo, by_text)
         else:
             v = encoder.encode_images([load_image(q.value)])[0].astype(np.float64)
-            scores = image_vectors @ v
+            scores = best_photo(v)  # products without a photo are never an answer to a photo
         order = np.argsort(-scores, kind="stable")
+        order = order[np.isfinite(scores[order])]
         top = [ids[i] for i in order[:top_k]]
         lexical = []
         depth = top_k
@@ -235,7 +248,6 @@ def brute_force(pipe: Pipeline, queries: list[Query], top_k: int) -> list[Refere
         if lexical:  # the same fusion as the stores, over the brute-force dense ranking
             top = fuse_rankings([ids[i] for i in order[:depth]], lexical, names, text, top_k, pipe.settings.rrf_k)
             fusion = Fusion(lexical, frozenset(pinned(lexical, names, text)), pipe.settings.rrf_k, depth)
-        position = {pid: i for i, pid in enumerate(ids)}
         ranked = Ranked(q, top, [float(scores[position[pid]]) for pid in top])
         out.append(Reference(ids, scores, ranked, fusion))
     return out

@@ -242,6 +242,7 @@ class Matcher:
                 hits = diversify(index, plan.search(embedding, max(3 * top_k, MMR_CANDIDATES), filters), top_k)
             else:
                 hits = plan.search(embedding, top_k, filters)
+            best = index.best_photos(embedding, hits)  # which photo of a product with several to show
             lap("search")
             try:
                 docs = pipe.store.get_many([h.product_id for h in hits])
@@ -249,7 +250,10 @@ class Matcher:
                 docs = None
                 warnings.append(f"Product details are unavailable right now ({err}); showing what the index holds.")
             lap("metadata")
-            rows = [(h.product_id, h.score, (docs or {}).get(h.product_id) or h.payload) for h in hits]
+            rows = [
+                (h.product_id, h.score, _showing((docs or {}).get(h.product_id) or h.payload, best.get(h.product_id)))
+                for h in hits
+            ]
             # Not cached while the catalogue is being changed: the next version would not reach it anyway, and the
             # answer may mix old and new products.
             if docs is not None and not collection.writing:
@@ -298,6 +302,12 @@ def level_thresholds(card, settings, kind: str) -> tuple[float, float]:
     if settings.similar_threshold is not None:
         similar_t = settings.similar_threshold
     return match_t, similar_t
+
+
+def _showing(doc: dict, i: int | None) -> dict:
+    """The product with its ``i``-th photo (the one that matched best) as the one shown, where it has several."""
+    files = doc.get("image_files") or []
+    return {**doc, "image_file": files[i]} if i is not None and i < len(files) else doc
 
 
 def _check_top_k(top_k: object) -> int:

@@ -42,7 +42,7 @@ def unavailable(err: Exception, what: str) -> BackendUnavailable:
 class CatalogStore:
     def __init__(self, client: MongoClient) -> None:
         self.collection = client[PRODUCT_DB][PRODUCT_COLLECTION]
-        self._photo_index = False  # whether the index on image_file is known to exist (photos_in_use)
+        self._photo_index = False  # whether the index on image_files is known to exist (photos_in_use)
 
     @contextlib.contextmanager
     def _whole_catalogue(self) -> Iterator[None]:
@@ -111,21 +111,23 @@ class CatalogStore:
             raise unavailable(err, "reading products") from err
 
     def photos_in_use(self, keys: Iterable[str]) -> set[str]:
-        """Which of these photo keys some product still names: one lookup in an index on ``image_file`` (made on the
-        first call, once; a lookup is then milliseconds where a ``distinct`` of every product's photo read the whole
-        catalogue)."""
+        """Which of these photo keys some product still names (among its ``image_files``): one lookup in an index on
+        them (made on the first call, once; a lookup is then milliseconds where a ``distinct`` of every product's
+        photos read the whole catalogue)."""
         keys = sorted({k for k in keys if k})
         if not keys:
             return set()
         try:
             if not self._photo_index:
                 with self._whole_catalogue():
-                    self.collection.create_index("image_file")
+                    self.collection.create_index("image_files")
                 self._photo_index = True
+            asked = set(keys)
             return {
                 str(v)
                 for part in chunks(keys, IN_CHUNK)
-                for v in self.collection.distinct("image_file", {"image_file": {"$in": part}})
+                for v in self.collection.distinct("image_files", {"image_files": {"$in": part}})
+                if str(v) in asked  # a product's other photos come along with the one asked for
             }
         except PyMongoError as err:
             raise unavailable(err, "reading which photos are in use") from err

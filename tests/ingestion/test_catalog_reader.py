@@ -46,7 +46,7 @@ def test_bad_rows_are_reported_with_line_and_reason(tmp_path, image_dir):
     )
     rows = read_catalog(catalog)
     assert rows.total == 9
-    assert [p.id for p in rows.products] == ["1", "7"]
+    assert [p.id for p in rows.products] == ["1", "6", "7"]  # 6 goes in without a photo, found by its text
     reasons = {bad.line: bad.reason for bad in rows.bad}
     assert reasons[2] == "missing id"
     assert reasons[3].startswith("duplicate id (first seen on line 1)")
@@ -54,8 +54,8 @@ def test_bad_rows_are_reported_with_line_and_reason(tmp_path, image_dir):
     assert "not found" in reasons[5]
     assert "outside the catalogue folder" in reasons[6]
     assert "not valid JSON" in reasons[7]
-    assert "missing image_path" in reasons[8]
-    blue = rows.products[1]
+    assert 8 not in reasons and rows.products[1].photos == []
+    blue = rows.products[2]
     assert blue.fields["price"] == 12.5 and blue.fields["extra"] == {"x": 1}
 
 
@@ -74,7 +74,7 @@ def test_images_dir_resolves_absolute_and_foreign_paths(tmp_path, image_dir):
     without = read_catalog(catalog)
     assert not without.products and "pass --images" in without.bad[0].reason
     rows = read_catalog(catalog, images_dir=image_dir)
-    assert [p.image_file.name for p in rows.products] == ["a.jpg", "b.jpg"]
+    assert [p.photos[0].name for p in rows.products] == ["a.jpg", "b.jpg"]
     assert [b.line for b in rows.bad] == [12] and "not found under" in rows.bad[0].reason
 
 

@@ -25,7 +25,7 @@ def _rows(tmp_path, broken: set[int]):
     shutil.copytree(DEMO_CATALOG.parent, folder)
     products = read_catalog(folder / DEMO_CATALOG.name).products
     for i in broken:
-        products[i].image_file.write_bytes(b"not a photo")
+        products[i].photos[0].write_bytes(b"not a photo")
     return products
 
 
@@ -50,7 +50,7 @@ def test_embeddings_are_the_encoders_and_progress_counts_every_row(tmp_path, mod
     assert len(good) == 8 and told[0] == (0, 9, "embedding") and told[-1] == (9, 9, "embedding")
     images = np.concatenate([b.image_vectors for b in batches])
     texts = np.concatenate([b.text_vectors for b in batches])
-    want_images = encoder.encode_images([load_image(p.image_file) for p in good])
+    want_images = encoder.encode_images([load_image(p.photos[0]) for p in good])
     np.testing.assert_allclose(images, want_images, atol=1e-5)
     for b in batches:
         np.testing.assert_allclose(b.text_vectors, encoder.encode_texts(b.texts), atol=1e-6)

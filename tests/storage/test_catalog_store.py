@@ -44,14 +44,14 @@ def test_long_id_lists_go_to_mongodb_in_bounded_in_lists(mongo_uri):
     store = CatalogStore(client)
     ids = [f"p{i:05d}" for i in range(N)]
     try:
-        store.upsert_many([{"id": pid, "name": f"Name {pid}", "image_file": f"ab/{pid}.jpg"} for pid in ids])
+        store.upsert_many([{"id": pid, "name": f"Name {pid}", "image_files": [f"ab/{pid}.jpg"]} for pid in ids])
         wanted = [*ids[::-1], "unknown-1", "unknown-2"]
 
         got = store.get_many(wanted)
         assert sorted(got) == ids and got["p00007"] == {
             "id": "p00007",
             "name": "Name p00007",
-            "image_file": "ab/p00007.jpg",
+            "image_files": ["ab/p00007.jpg"],
         }
         keys = [f"ab/{pid}.jpg" for pid in ids[: N - 10]] + ["cd/nobody.jpg"]
         assert store.photos_in_use(keys) == set(keys[:-1])

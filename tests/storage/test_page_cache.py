@@ -110,8 +110,9 @@ def test_an_opened_shard_is_read_ahead_then_its_hot_files_then_the_originals_if_
     finally:
         store.close()
     shard_dir = root / "shard"
-    # an appendable chunk for each dense vector: image, text and the stored fused one
-    assert len(page_cache.compact_on_disk(shard_dir)) == (3 if compact == "cold" else 0)
+    # an appendable chunk for each dense vector (image, text and the stored fused one) and the row offsets of the two
+    # held per photo
+    assert len(page_cache.compact_on_disk(shard_dir)) == (5 if compact == "cold" else 0)
     assert page_cache.payloads(shard_dir) and page_cache.originals_on_disk(shard_dir)
     monkeypatch.setattr(page_cache, "IN_PROCESS_BELOW", 0)  # children even for a tiny shard
     for warm in (True, False):

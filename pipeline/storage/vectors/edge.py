@@ -199,6 +199,13 @@ class EdgeVectorStore(VectorStore):
         with self._lock:
             return self.shard.count(edge().CountRequest(exact=True))
 
+    def _count_with_photo(self) -> int:
+        if self._shard is None:
+            return 0
+        q = edge()
+        with self._lock:
+            return self.shard.count(q.CountRequest(exact=True, filter=q.Filter(must=[q.HasVectorCondition("image")])))
+
     # -- search -------------------------------------------------------------------------------------------------------
     def _params(self, exact: bool):
         return conditions.search_params(dialect(), self.tuning, self._ef(), self._rescore(), exact)

@@ -22,7 +22,7 @@ from ...errors import BackendUnavailable, PipelineError
 from ...processes.locks import try_lock
 from ...settings import IndexTuning
 from . import conditions
-from .types import FLOAT_FIELDS, KEYWORD_FIELDS, LEXICAL, CollectionInfo
+from .types import FLOAT_FIELDS, KEYWORD_FIELDS, LEXICAL, MULTI, CollectionInfo
 
 INFO_FILE = "collection.json"
 SHARD = "shard"
@@ -173,9 +173,16 @@ def schema(tuning: IndexTuning, dim: int, dense: tuple[str, ...]):
     q = edge()
     memory = q.Memory.Cached if tuning.storage == "ram" else q.Memory.Cold  # quantized: the originals on disk
     quantization = conditions.quantization(dialect(tuning.compact_memory), tuning)
+    max_sim = q.MultiVectorConfig(q.MultiVectorComparator.MaxSim)
     return q.EdgeConfig(
         vectors={
-            name: q.EdgeVectorParams(size=dim, distance=q.Distance.Dot, memory=memory, quantization_config=quantization)
+            name: q.EdgeVectorParams(
+                size=dim,
+                distance=q.Distance.Dot,
+                memory=memory,
+                quantization_config=quantization,
+                multivector_config=max_sim if name in MULTI else None,
+            )
             for name in dense
         },
         hnsw_config=q.HnswIndexConfig(

@@ -12,7 +12,7 @@ import functools
 import heapq
 import re
 
-LEXICAL_FIELDS = ("name", "brand", "SKU", "category", "color", "description")
+LEXICAL_FIELDS = ("name", "brand", "SKU", "skus", "category", "color", "tags", "description")
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,8 +23,14 @@ def _bm25():
 
 
 def lexical_text(fields: dict) -> str:
-    """The product words BM25 indexes."""
-    return " ".join(str(fields[k]) for k in LEXICAL_FIELDS if fields.get(k) not in (None, ""))
+    """The product words BM25 indexes (a list, as a product's variant SKUs or tags: each of its items)."""
+    words = []
+    for name in LEXICAL_FIELDS:
+        value = fields.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            if item not in (None, ""):
+                words.append(str(item))
+    return " ".join(words)
 
 
 def document_vector(text: str) -> tuple[list[int], list[float]] | None:

@@ -19,8 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-QUANTIZED = ("quantized.data", "quantized_data/chunk_*")  # an optimised segment's, an appendable one's
-ORIGINALS = ("matrix.dat", "vectors/chunk_*")
+# An optimised segment's, an appendable one's; a vector held per photo (MaxSim) adds the offsets of each point's rows.
+QUANTIZED = ("quantized.data", "quantized_data/chunk_*", "quantized.offsets.data", "quantized_offsets_data/chunk_*")
+ORIGINALS = ("matrix.dat", "vectors/chunk_*", "offsets/chunk_*")
 STEP = 128 * 1024  # bytes per request; the kernel reads at most the device's readahead (128 KiB default) per call
 STEADY_READ = 4 * 2**20  # bytes asked for at a time when reading steadily (see read_ahead)
 FREE_SHARE = 0.5  # files are warmed after the open only when they take at most this share of MemAvailable

@@ -26,6 +26,7 @@ from .types import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
     LEXICAL,
+    MULTI,
     CollectionInfo,
     Filters,
     Hit,
@@ -108,11 +109,17 @@ class ServerVectorStore(VectorStore):
         from qdrant_client import models
 
         t, dim = self.tuning, card.embedding_dim
+        max_sim = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
         with self._call("creating the collection"):
             self.client.create_collection(
                 self.collection,
                 vectors_config={
-                    name: models.VectorParams(size=dim, distance=models.Distance.DOT, on_disk=t.storage != "ram")
+                    name: models.VectorParams(
+                        size=dim,
+                        distance=models.Distance.DOT,
+                        on_disk=t.storage != "ram",
+                        multivector_config=max_sim if name in MULTI else None,
+                    )
                     for name in info.dense_vectors()
                 },
                 hnsw_config=models.HnswConfigDiff(
@@ -205,6 +212,15 @@ class ServerVectorStore(VectorStore):
                 return 0
             return self.client.count(self.collection, exact=True).count
 
+    def _count_with_photo(self) -> int:
+        from qdrant_client import models
+
+        with self._call("counting products"):
+            if not self.client.collection_exists(self.collection):
+                return 0
+            has_photo = models.Filter(must=[models.HasVectorCondition(has_vector="image")])
+            return self.client.count(self.collection, count_filter=has_photo, exact=True).count
+
     # -- search -------------------------------------------------------------------------------------------------------
     def _params(self, exact: bool):
         return conditions.search_params(_dialect(), self.tuning, self._ef(), self._rescore(), exact)
@@ -215,7 +231,7 @@ class ServerVectorStore(VectorStore):
         flt, params = conditions.payload_filter(_dialect(), filters), self._params(exact)
         batch = [
             models.QueryRequest(
-                query=vector.tolist(), using=using, limit=int(limit), filter=flt, params=params, with_payload=True
+                query=_query(vector, using), using=using, limit=int(limit), filter=flt, params=params, with_payload=True
             )
             for vector, using, limit in requests
         ]
@@ -233,8 +249,8 @@ class ServerVectorStore(VectorStore):
             models.QueryRequest(query=models.SparseVector(indices=vector[0], values=vector[1]), using=LEXICAL,
                                 limit=int(limit), filter=flt, with_payload=False)
             if using == LEXICAL else
-            models.QueryRequest(query=vector.tolist(), using=using, limit=int(limit), filter=flt, params=params,
-                                with_payload=False)
+            models.QueryRequest(query=_query(vector, using), using=using, limit=int(limit), filter=flt,
+                                params=params, with_payload=False)
             for vector, using, limit in requests
         ]  # fmt: skip
         with self._call("searching"):
@@ -249,9 +265,8 @@ class ServerVectorStore(VectorStore):
         asked = [(using, keys) for using, keys in wanted if keys]
         if not asked:
             return [{} for _ in wanted]
-        query = vector.tolist()
         batch = [
-            models.QueryRequest(query=query, using=using, limit=len(keys), with_payload=False,
+            models.QueryRequest(query=_query(vector, using), using=using, limit=len(keys), with_payload=False,
                                 filter=models.Filter(must=[models.HasIdCondition(has_id=list(keys))]),
                                 params=models.SearchParams(exact=True))
             for using, keys in asked
@@ -304,6 +319,11 @@ class ServerVectorStore(VectorStore):
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
             self.client.close()
+
+
+def _query(vector: np.ndarray, using: str) -> list:
+    """A query vector as the server takes it for ``using``: a one-row multivector for those held per photo."""
+    return [vector.tolist()] if using in MULTI else vector.tolist()
 
 
 def _client_version() -> str:

@@ -26,7 +26,7 @@ from ...errors import ModelMismatch
 from ...model_repo import ModelCard
 from ...settings import IndexTuning
 from .lexical import RRF_K, RankFusion, query_vector
-from .types import FUSED, LEXICAL, PAYLOAD_FIELDS, CollectionInfo, Filters, Hit, IndexedProduct
+from .types import FUSED, LAYOUT, LEXICAL, MULTI, PAYLOAD_FIELDS, CollectionInfo, Filters, Hit, IndexedProduct
 
 __all__ = ["IndexTuning", "VectorStore"]
 
@@ -54,6 +54,7 @@ class VectorStore:
         self.tuning = tuning
         self._write_lock = threading.RLock()  # one writer at a time (ingest, delete, optimise)
         self._points_now: int | None = None
+        self._photoless_at: tuple[int, bool] | None = None  # (catalogue version, whether some product has no photo)
 
     def _points(self) -> int:
         """The collection's size, counted once and again after each change (the search parameters follow it)."""
@@ -123,6 +124,10 @@ class VectorStore:
     def count(self) -> int:
         raise NotImplementedError
 
+    def _count_with_photo(self) -> int:
+        """Products that have at least one photo vector."""
+        raise NotImplementedError
+
     def facet(self, field: str, limit: int = 1000) -> list[tuple[str, int]]:
         """(value, number of products) for a keyword field, most frequent first."""
         raise NotImplementedError
@@ -166,6 +171,11 @@ class VectorStore:
 
     def check_model(self, card: ModelCard) -> None:
         info = self.info()
+        if info.exists and info.layout != LAYOUT:
+            raise ModelMismatch(
+                f"The product index in {self.where} was built by an earlier version of the app (one photo per "
+                "product); re-ingest the catalogue with 'python -m pipeline ingest CATALOG --reset'."
+            )
         if info.exists and info.model_identity != card.identity:
             raise ModelMismatch(
                 f"The product index was built by another model ({info.model_name or 'unknown'}) than the one "
@@ -230,19 +240,56 @@ class VectorStore:
         return {d["product_id"]: d for d in self._retrieve_all(list(product_ids), ["product_id", *PAYLOAD_FIELDS])}
 
     def vectors(self, product_ids: list[str], using: str) -> dict[str, np.ndarray]:
-        """The stored ``using`` vector of each known product (more like this, diversity)."""
-        return {pid: np.asarray(v, np.float32) for pid, v in self._vectors(product_ids, using).items() if v}
+        """The stored ``using`` vector of each known product (more like this, diversity); of a vector held per photo
+        (``MULTI``), the main photo's. A product without a photo has no ``image`` vector."""
+        found = self._vectors(product_ids, using).items()
+        if using in MULTI:
+            return {pid: np.asarray(v[0], np.float32) for pid, v in found if v}
+        return {pid: np.asarray(v, np.float32) for pid, v in found if v}
+
+    def photo_vectors(self, product_ids: list[str]) -> dict[str, np.ndarray]:
+        """Every photo vector of each known product that has a photo, (photos, d), in the order of its photos."""
+        return {pid: np.asarray(v, np.float32) for pid, v in self._vectors(product_ids, "image").items() if v}
+
+    def best_photos(self, vector: np.ndarray, hits: list[Hit]) -> dict[str, int]:
+        """Which of its photos each hit with several photos is closest to ``vector`` by (the one to show): one read
+        of those products' photo vectors, none when every hit has one photo or none."""
+        several = [h.product_id for h in hits if len(h.payload.get("image_files") or ()) > 1]
+        if not several:
+            return {}
+        q = np.asarray(vector, np.float32)
+        return {pid: int(np.argmax(rows @ q)) for pid, rows in self.photo_vectors(several).items()}
 
     def _vectors(self, product_ids: list[str], using: str) -> dict[str, list[float]]:
         raise NotImplementedError
 
     def all_vectors(self, using: str) -> tuple[list[str], np.ndarray]:
-        """Every product id and its vector (brute-force references, duplicate detection, benchmarks)."""
+        """Every product id and its vector (brute-force references, benchmarks); of a vector held per photo, the main
+        photo's, and only of the products that have one."""
         ids, vectors = [], []
         for payload, vector in self._scroll(["product_id"], using):
+            if not vector:
+                continue
             ids.append(payload["product_id"])
-            vectors.append(vector)
+            vectors.append(vector[0] if using in MULTI else vector)
         return ids, np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+
+    def all_photo_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Every photo vector of every product, one row each, with the id of the product it belongs to (a product
+        with three photos has three rows): the near-duplicate report and best-photo references."""
+        ids, rows = [], []
+        for payload, vector in self._scroll(["product_id"], "image"):
+            for row in vector or ():
+                ids.append(payload["product_id"])
+                rows.append(row)
+        return ids, np.asarray(rows, dtype=np.float32).reshape(len(ids), -1)
+
+    def _photoless(self) -> bool:
+        """Whether some product has no photo (its fused score is then its text score): counted once per version."""
+        version = self.version()
+        if self._photoless_at is None or self._photoless_at[0] != version:
+            self._photoless_at = (version, self._count_with_photo() < self.count())
+        return self._photoless_at[1]
 
     # -- search -------------------------------------------------------------------------------------------------------
     def search(
@@ -280,11 +327,18 @@ class VectorStore:
             )
             image.update(more_image)
             text.update(more_text)
-            fused = sorted(((w * text[k] + (1 - w) * image[k], k) for k in text if k in image), key=lambda x: -x[0])
+            # A product without a photo is scored by its text alone (as its stored fused rows are: types.fused_vector).
+            fused = sorted(((w * text[k] + (1 - w) * image.get(k, text[k]), k) for k in text), key=lambda x: -x[0])
             top = fused[:limit]
-            # A short list holds every product that passes the filters: nothing is unseen.
-            complete = len(by_text) < depth or len(by_image) < depth
-            unseen_best = w * by_text[-1][1] + (1 - w) * by_image[-1][1] if by_text and by_image else None
+            # A short list holds every product that passes the filters: nothing is unseen (the text list holds every
+            # product, with a photo or not).
+            complete = len(by_text) < depth
+            unseen_best = None
+            if by_text:
+                pictured = w * by_text[-1][1] + (1 - w) * by_image[-1][1] if len(by_image) >= depth else None
+                photoless = by_text[-1][1] if self._photoless() else None
+                bounds = [b for b in (pictured, photoless) if b is not None]
+                unseen_best = max(bounds) if bounds else float("-inf")
             if complete or unseen_best is None or (len(top) == limit and top[-1][0] >= unseen_best):
                 break
             depth *= 4
@@ -297,7 +351,7 @@ class VectorStore:
         if stored:
             return self._scored_among(q, [(FUSED, keys)])[0]
         text, image = self._scored_among(q, [("text", keys), ("image", keys)])
-        return {k: w * text[k] + (1 - w) * image[k] for k in keys if k in text and k in image}
+        return {k: w * text[k] + (1 - w) * image.get(k, text[k]) for k in keys if k in text}
 
     def _hits(self, ranked: list[tuple[float, str]]) -> list[Hit]:
         payloads = self._payloads([k for _, k in ranked])
@@ -335,7 +389,7 @@ class VectorStore:
         # the lexical matches (their names decide which are pinned first) and the contenders before pinning (their
         # product ids break ties; pinning only narrows them).
         payloads = self._payloads(list(dict.fromkeys([*lexical, *fusion.contenders(limit)])))
-        fusion.pin({k: (p.get("SKU"), p.get("name")) for k, p in payloads.items()}, text)
+        fusion.pin({k: (p.get("SKU"), p.get("name"), *(p.get("skus") or ())) for k, p in payloads.items()}, text)
         order = fusion.order(limit, {k: p.get("product_id") for k, p in payloads.items()})
         scores = {k: s for s, k in dense}
         scores.update(self._fused_among(q, text_weight, [k for k in order if k not in scores], stored))
