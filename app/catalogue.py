@@ -134,7 +134,9 @@ class CatalogueManager:
         self.gate.check(token, who)
         check_mode(mode)
         if not catalogue and not archive:
-            raise InvalidInput("Upload a catalogue file (JSON, JSONL or CSV), or a zip that holds one.")
+            raise InvalidInput(
+                "Upload a catalogue file (JSON, JSONL, CSV, TSV or a Merchant XML feed), or a zip that holds one."
+            )
         if not self._ingest_lock.acquire(blocking=False):
             running = self.running.words() if self.running else "starting"
             raise Busy(f"Another catalogue import is running ({running}); please wait for it to finish.")
@@ -206,15 +208,22 @@ def parse_ids(ids: object) -> list[str]:
     return sorted({p for p in parts if p})
 
 
+def problem_rows(report: IngestReport) -> list:
+    """The bad rows, then the photos left out of products that went in (a URL that failed, with why), by line."""
+    return sorted([*report.bad, *report.failed_photos], key=lambda b: b.line)
+
+
 def bad_rows_csv(report: IngestReport) -> Path | None:
-    """The bad rows as a CSV file to download (line, id, reason), or None when there are none."""
-    if not report.bad:
+    """The bad rows and the photos left out as a CSV file to download (line, id, reason), or None when there are
+    none."""
+    problems = problem_rows(report)
+    if not problems:
         return None
     with tempfile.NamedTemporaryFile(
         "w", newline="", suffix=".csv", prefix="bad-rows-", delete=False, encoding="utf-8"
     ) as handle:
         writer = csv.writer(handle)
         writer.writerow(["line", "id", "reason"])
-        for bad in report.bad:
+        for bad in problems:
             writer.writerow([bad.line, bad.product_id or "", bad.reason])
     return Path(handle.name)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import gradio as gr
 
 from . import handlers as h
-from .catalogue import MODES, PAGE_SIZE, READ_ONLY, CatalogueManager, bad_rows_csv
+from .catalogue import MODES, PAGE_SIZE, READ_ONLY, CatalogueManager, bad_rows_csv, problem_rows
 from .shown import shown_to_people
 
 LOCKED = "🔒 Enter the admin token to upload, change or delete products."
@@ -48,6 +48,20 @@ def _summary(report: dict) -> str:
         f"**{report['deleted']:,}** deleted · {_many(len(report['bad']), 'bad row', bold=True)} · catalogue version "
         f"{report['catalog_version']} · {report['seconds']:.1f} s",
     ]
+    if report.get("format"):
+        lines.insert(1, html.escape(str(report["format"])))
+    photos, without, failed = report.get("photos", 0), report.get("without_photo", 0), report.get("failed_photos")
+    if photos or without or failed:
+        lines.append(
+            f"{_many(photos, 'photo')} embedded · {_many(without)} without a photo (found by their text) · "
+            f"{_many(len(failed or []), 'photo')} left out (in the table below)"
+        )
+    downloads = report.get("downloads") or {}
+    if downloads:
+        lines.append(
+            f"Photo URLs: {downloads.get('fetched', 0):,} downloaded · {downloads.get('not_modified', 0):,} unchanged "
+            f"since the last import · {downloads.get('failed', 0):,} failed"
+        )
     if report.get("skipped"):
         shown = "; ".join(html.escape(s) for s in report["skipped"][:5])
         more = f" (and {len(report['skipped']) - 5} more)" if len(report["skipped"]) > 5 else ""
@@ -95,7 +109,8 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         request: gr.Request = None,
         progress=gr.Progress(),
     ):
-        """Import a catalogue file (JSON, JSONL or CSV in the sample schema) with its photos (a zip, or single files):
+        """Import a catalogue file (a Shopify or WooCommerce export, a Google Merchant feed, or JSON / JSONL / CSV in
+        the sample schema) with its photos (URLs in the file, a zip, or single files):
         mode update (default), sync or replace. Returns the report as JSON (rows, added, updated, unchanged, deleted,
         bad rows with line, id and reason)."""
         return run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress).to_json()
@@ -119,7 +134,7 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
     def page_ingest(catalogue_file, zip_file, photo_files, mode, token, request: gr.Request, progress=gr.Progress()):
         report = run_ingest(catalogue_file, zip_file, mode, token, photo_files, request, progress)
         data = report.to_json()
-        rows = [[b["line"], b["id"] or "", b["reason"]] for b in data["bad"]]
+        rows = [[b.line, b.product_id or "", b.reason] for b in problem_rows(report)]
         csv_file = bad_rows_csv(report)
         return _summary(data), rows, gr.File(value=str(csv_file) if csv_file else None, visible=bool(csv_file)), data
 
@@ -152,12 +167,15 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         lock_note = gr.Markdown(LOCKED, elem_id="lock-note")
     with gr.Accordion("Import a catalogue", open=True):
         gr.Markdown(
-            "A catalogue file in the sample schema (`id, SKU, name, brand, category, color, price, description, text, "
-            "image_path`) and its photos: a **.zip** (paths relative to the zip's root or to the catalogue's folder "
-            "inside it; the catalogue may be inside the zip too) or single photo files."
+            "A catalogue file as your shop exports it: a **Shopify** or **WooCommerce** product export (CSV), a "
+            "**Google Merchant** feed (TSV, CSV or XML), or the sample schema (`id, SKU, name, brand, category, color, "
+            "price, description, text, image_path`). Photos named by **URL** are downloaded during the import: upload "
+            "the file alone. Photos named by file go with it: a **.zip** (paths relative to the zip's root or to the "
+            "catalogue's folder inside it; the catalogue may be inside the zip too) or single photo files."
         )
         with gr.Row():
-            catalogue_file = gr.File(label="Catalogue (.json, .jsonl, .csv)", file_types=[".json", ".jsonl", ".csv"],
+            catalogue_file = gr.File(label="Catalogue (.csv, .tsv, .xml, .json, .jsonl)",
+                                     file_types=[".csv", ".tsv", ".xml", ".json", ".jsonl"],
                                      elem_id="catalogue-file")  # fmt: skip
             zip_file = gr.File(label="Photos (.zip)", file_types=[".zip"], elem_id="photos-zip")
             photo_files = gr.File(label="or single photos", file_count="multiple", file_types=["image"],

@@ -164,7 +164,8 @@ def show(search: Search, state: dict):
     matches = state.get("matches") or []
     first = h.details(matches[0]) if matches else None
     chosen = matches[0]["id"] if matches else ""
-    return state.get("heading", WAITING), state.get("status", search.info.markdown()), first, chosen
+    link = h.product_link(matches[0]) if matches else ""
+    return state.get("heading", WAITING), state.get("status", search.info.markdown()), first, link, chosen
 
 
 @shown_to_people
@@ -172,8 +173,8 @@ def select(state: dict, evt: gr.SelectData):
     matches = (state or {}).get("matches") or []
     index = evt.index if isinstance(evt.index, int) else None
     if index is None or not 0 <= index < len(matches):
-        return None, ""
-    return h.details(matches[index]), matches[index]["id"]
+        return None, "", ""
+    return h.details(matches[index]), h.product_link(matches[index]), matches[index]["id"]
 
 
 def refresh(search: Search):

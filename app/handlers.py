@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import logging
 import math
@@ -14,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pipeline.errors import InvalidInput, PipelineError
 from pipeline.inputs import NOT_AN_IMAGE
-from pipeline.types import LEVEL_WORDS, Filters, Match, MatchResult
+from pipeline.types import LEVEL_WORDS, Filters, Match, MatchResult, web_link
 
 log = logging.getLogger("app")
 
 GENERIC_ERROR = "Something went wrong on our side; it has been logged. Please try again."
 STAGE_ORDER = ("validate", "embed", "cache", "search", "metadata", "total")
-HIDDEN_METADATA = {"image_file"}  # a path on the server: the photo itself is in the gallery
+HIDDEN_METADATA = {"image_file", "image_files"}  # paths on the server: the photo itself is in the gallery
 
 
 # -- request values -> pipeline arguments ------------------------------------------------------------------------------
@@ -98,7 +99,10 @@ def caption(match: Match) -> str:
 
 
 def placeholder_photo() -> Image.Image:
-    return Image.new("RGB", (96, 96), (225, 225, 225))
+    """What a product without a photo (or with one the server may not serve) shows: grey, saying so."""
+    picture = Image.new("RGB", (160, 160), (225, 225, 225))
+    ImageDraw.Draw(picture).text((80, 80), "no photo", fill=(110, 110, 110), anchor="mm")
+    return picture
 
 
 def gallery_items(matches: Iterable[Match], photo_ok: Callable[[str | None], bool]) -> list[tuple[object, str]]:
@@ -114,10 +118,23 @@ def details(match: Match | dict) -> dict:
     metadata = {k: v for k, v in (match.get("metadata") or {}).items() if k not in HIDDEN_METADATA}
     return {
         "id": match.get("id"),
+        **({"url": match["url"]} if match.get("url") else {}),
         **metadata,
         "score": match.get("score"),
         "match": level_words(str(match.get("level"))),
     }
+
+
+def product_link(match: Match | dict | None) -> str:
+    """The selected product's page in the shop, opened in a new tab; empty without an http(s) link."""
+    url = match.url if isinstance(match, Match) else (match or {}).get("url")
+    link = web_link(url)
+    if not link:
+        return ""
+    return (
+        f'<a href="{html.escape(link, quote=True)}" target="_blank" rel="noopener noreferrer" '
+        'class="product-link">Open the product page in the shop ↗</a>'
+    )
 
 
 def heading(result: MatchResult, filters: Filters) -> str:

@@ -116,6 +116,7 @@ def build_demo(
                             elem_id="results",
                         )
                         details = gr.JSON(label="Selected product (click a result)", elem_id="details")
+                        link = gr.HTML("", elem_id="product-link")
                         more_button = gr.Button("More like this", elem_id="more-like-this")
                         with gr.Accordion("Results as JSON (what the API returns)", open=False):
                             data = gr.JSON(label="Matches", elem_id="matches-json")
@@ -134,7 +135,7 @@ def build_demo(
 
         shared = [top_k, category_box, brand_box, min_price, max_price]  # in the order of e.Shared's fields
         after = {
-            "fn": e.bind(e.show, search), "inputs": [last], "outputs": [heading, status, details, chosen],
+            "fn": e.bind(e.show, search), "inputs": [last], "outputs": [heading, status, details, link, chosen],
             "api_visibility": "private",
         }  # fmt: skip
 
@@ -153,7 +154,7 @@ def build_demo(
         ).success(**after)
         gr.on([text_button.click, text.submit], **match(e.match_text, text, [diverse], "match_text")).success(**after)
         more_button.click(**match(e.similar, chosen, [diverse], "similar")).success(**after)
-        gallery.select(e.select, inputs=[last], outputs=[details, chosen], api_visibility="private")
+        gallery.select(e.select, inputs=[last], outputs=[details, link, chosen], api_visibility="private")
         photo_samples.click(lambda sample: sample[0], inputs=[photo_samples], outputs=[image], api_visibility="private")
         text_samples.click(lambda sample: sample[0], inputs=[text_samples], outputs=[text], api_visibility="private")
         demo.load(**after_change)

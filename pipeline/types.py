@@ -56,6 +56,8 @@ class Match:
     level: str
     image: str | None
     metadata: dict = field(default_factory=dict)
+    url: str | None = None  # the product's page in the shop (http or https only: web_link)
+    currency: str | None = None
 
     def to_json(self, with_metadata: bool = False) -> dict:
         data = asdict(self)
@@ -88,6 +90,23 @@ class MatchResult:
             "catalog_version": self.catalog_version,
             "warnings": self.warnings,
         }
+
+
+def web_link(value: object) -> str | None:
+    """A product page link that may be shown as a link: an absolute http(s) URL with a host, else None (a
+    ``javascript:`` or ``data:`` link from a catalogue must never become clickable)."""
+    if not isinstance(value, str):
+        return None
+    link = value.strip()
+    scheme, _, rest = link.partition("://")
+    if (
+        scheme.lower() not in ("http", "https")
+        or not rest
+        or rest[0] in "/?#"
+        or any(c in link for c in " \t\n\r<>\"'`")
+    ):
+        return None
+    return link
 
 
 def level_for(score: float, match_t: float, similar_t: float) -> str:

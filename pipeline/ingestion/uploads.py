@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import InvalidInput
 
-CATALOGUE_SUFFIXES = (".json", ".jsonl", ".csv")
+CATALOGUE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".xml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 CHUNK = 1 << 16
 
@@ -170,8 +170,8 @@ def unpacked_upload(
             catalogue = Path(catalogue)
             if _kind(catalogue.name) != "catalogue":
                 raise InvalidInput(
-                    f"{catalogue.name} is not a catalogue file: upload a .json, .jsonl or .csv file in the sample "
-                    "schema."
+                    f"{catalogue.name} is not a catalogue file: upload a .json, .jsonl, .csv, .tsv or .xml file (the "
+                    "sample schema, a Shopify or WooCommerce product export, or a Google Merchant feed)."
                 )
             if catalogue.stat().st_size > limits.max_catalogue_bytes:
                 raise InvalidInput(
@@ -187,7 +187,10 @@ def unpacked_upload(
             unpacked.catalogue = in_zip[0]
             unpacked.image_roots = [in_zip[0].parent, folder]
         elif not in_zip:
-            raise InvalidInput("No catalogue in the upload: add a .json, .jsonl or .csv file in the sample schema.")
+            raise InvalidInput(
+                "No catalogue in the upload: add a .json, .jsonl, .csv, .tsv or .xml file (the sample schema, a "
+                "Shopify or WooCommerce product export, or a Google Merchant feed)."
+            )
         else:
             names = ", ".join(str(p.relative_to(folder)) for p in in_zip[:4])
             raise InvalidInput(f"The zip file holds several catalogue files ({names}); upload one at a time.")

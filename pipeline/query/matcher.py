@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, InvalidInput, PipelineError
 from ..inputs import ImageSource, clean_text, load_image, read_image_bytes, text_was_cut
-from ..types import Filters, Match, MatchResult, level_for
+from ..types import Filters, Match, MatchResult, level_for, web_link
 
 
 @dataclass
@@ -332,4 +332,6 @@ def _to_match(product_id: str, score: float, doc: dict, match_t: float, similar_
         level=level_for(score, match_t, similar_t),
         image=str(photo) if (photo := photos.path(doc.get("image_file"))) else None,
         metadata=metadata,
+        url=web_link(doc.get("url")),
+        currency=str(doc["currency"]) if doc.get("currency") else None,
     )
