@@ -79,6 +79,9 @@ SUB_SIGMA = 0.35
 PRODUCT_SIGMA = 0.15
 TEXT_SIGMA = 0.15
 QUERY_SIGMA = 0.1
+# --photos N: each product's photos around its own point (sigma per component, as the others): front, back, a
+# detail; the query is made from one of them.
+PHOTO_SIGMA = 0.1
 N_CATEGORIES = 50
 N_BRANDS = 200
 BATCH = 1000  # products per generated batch, per upsert, and per seed
@@ -173,10 +176,10 @@ TABLE = [  # (header, key) of the printed table
 class Catalogue:
     """The synthetic catalogue of one dimension: fixed centres and sub-centres, products made batch by batch."""
 
-    def __init__(self, dim: int, seed: int = 0) -> None:
+    def __init__(self, dim: int, seed: int = 0, photos: int = 1) -> None:
         import numpy as np
 
-        self.dim, self.seed = dim, seed
+        self.dim, self.seed, self.photos = dim, seed, photos
         rng = np.random.default_rng([seed, dim, 0])
         centres = rng.standard_normal((N_CENTRES, dim), dtype=np.float32)
         offsets = rng.standard_normal((N_CENTRES, SUBS_PER_CENTRE, dim), dtype=np.float32) * SUB_SIGMA
@@ -191,6 +194,11 @@ class Catalogue:
         sub = rng.integers(0, len(self.subs), BATCH)
         raw = self.subs[sub] + PRODUCT_SIGMA * rng.standard_normal((BATCH, self.dim), dtype=np.float32)
         text = self.subs[sub] + TEXT_SIGMA * rng.standard_normal((BATCH, self.dim), dtype=np.float32)
+        if self.photos > 1:  # (BATCH, photos, dim): the app's store holds them as rows, scored by the best one
+            shots = np.random.default_rng([self.seed, self.dim, 3, b]).standard_normal(
+                (BATCH, self.photos, self.dim), dtype=np.float32
+            )
+            raw = raw[:, None, :] + PHOTO_SIGMA * shots
         return {
             "raw": raw,
             "image": _normalised(raw),
@@ -218,7 +226,10 @@ class Catalogue:
         for b in np.unique(picks // BATCH):
             data = self.batch(int(b))
             rows = picks[picks // BATCH == b] % BATCH
-            raw.append(data["raw"][rows])
+            chosen = data["raw"][rows]
+            if self.photos > 1:  # one of the product's photos, not always the first
+                chosen = chosen[np.arange(len(rows)), rows % self.photos]
+            raw.append(chosen)
             own.append(data["category"][rows])
         raw_all = np.concatenate(raw)
         vectors = _normalised(raw_all + QUERY_SIGMA * rng.standard_normal(raw_all.shape, dtype=np.float32))
@@ -229,10 +240,10 @@ class Catalogue:
         }
 
 
-def _normalised(v):
+def _normalised(v):  # along the last axis: one vector or a product's photos
     import numpy as np
 
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def product_id(i: int) -> str:
@@ -368,7 +379,7 @@ class Child:
         elif engine == "qdrant-local":
             import qdrant_client  # noqa: F401
         self.save("imported", rss_start_mib=vm_mib("VmRSS"))
-        self.catalogue = Catalogue(self.cfg["dim"], self.cfg["seed"])
+        self.catalogue = Catalogue(self.cfg["dim"], self.cfg["seed"], self.cfg.get("photos", 1))
         self.q = self.catalogue.queries(self.cfg["products"], self.cfg["queries"])
         getattr(self, "run_" + engine.replace("qdrant-", ""))()
         self.save("done", child_s=round(time.perf_counter() - started, 1))
@@ -660,9 +671,10 @@ class Child:
         folder.mkdir(parents=True, exist_ok=True)
         matrix_file, category_file = folder / "image.npy", folder / "category.npy"
         self.save("config", storage="float32 matrix in RAM (.npy on disk)")
-        n, dim = cfg["products"], cfg["dim"]
+        n, dim, shots = cfg["products"], cfg["dim"], cfg.get("photos", 1)
+        shape = (n, shots, dim) if shots > 1 else (n, dim)
         writing = {
-            "matrix": np.lib.format.open_memmap(matrix_file, mode="w+", dtype=np.float32, shape=(n, dim)),
+            "matrix": np.lib.format.open_memmap(matrix_file, mode="w+", dtype=np.float32, shape=shape),
             "category": np.empty(n, dtype=np.int16),
         }
 
@@ -692,6 +704,8 @@ class Child:
             else:
                 rows = by_category[int(cat)]
                 scores = matrix[rows] @ vectors[i]
+            if scores.ndim == 2:  # several photos: each product by its best
+                scores = scores.max(axis=1)
             part = np.argpartition(-scores, k)[:k] if len(scores) > k else np.arange(len(scores))
             best = part[np.argsort(-scores[part], kind="stable")]
             return (best if rows is None else rows[best]).tolist()
@@ -825,6 +839,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m", type=int, help="Edge: override IndexTuning.hnsw_m")
     p.add_argument("--ef-construct", type=int, help="Edge: override IndexTuning.hnsw_ef_construct")
     p.add_argument("--exact-below", type=int, help="Edge: override IndexTuning.exact_below")
+    p.add_argument(
+        "--photos",
+        type=int,
+        default=1,
+        help="photos per product (default 1): Edge holds them as rows scored by the best (MaxSim), numpy takes each "
+        "product's best; local mode is skipped",
+    )
     p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     p.add_argument("--work", type=Path, default=None, help="where the data folders go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the data folders")
@@ -892,6 +913,8 @@ def main(argv: list[str] | None = None) -> int:
                 truth = work / f"truth-{n}-{dim}.json"
                 for engine in engines:
                     why = skip_reason(engine, n, dim, local_max, failed_at, edge_tuning.storage, args.no_memory_check)
+                    if engine == "qdrant-local" and args.photos > 1:
+                        why = "one photo per product only (--photos 1)"
                     if why:
                         skipped.append(f"{engine} {n:,} x {dim}: {why}")
                         c.note(f"skipping {skipped[-1]}")
@@ -903,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
                         "dim": dim,
                         "queries": queries,
                         "seed": args.seed,
+                        "photos": args.photos,
                         "data": str(data),
                         "result": str(work / f"{engine}-{n}-{dim}.result.json"),
                         "truth": str(truth),
@@ -935,7 +959,8 @@ def main(argv: list[str] | None = None) -> int:
         engines=f"qdrant-edge-py {info['qdrant-edge-py']}, qdrant-client {info['qdrant-client']}, "
         f"numpy {info['numpy']}; Edge tuning: {edge_tuning}",
         data=f"{N_CENTRES} centres, {SUBS_PER_CENTRE} sub-centres each (sigma {SUB_SIGMA}), products sigma "
-        f"{PRODUCT_SIGMA}, text sigma {TEXT_SIGMA} around the sub-centre, queries sigma {QUERY_SIGMA}; "
+        f"{PRODUCT_SIGMA}, {args.photos} photo(s) per product (sigma {PHOTO_SIGMA}), text sigma {TEXT_SIGMA} around "
+        f"the sub-centre, queries sigma {QUERY_SIGMA}; "
         f"{N_CATEGORIES} categories (filtered = a random category per query, own = the query product's); "
         f"seed {args.seed}",
         skipped="; ".join(skipped) if skipped else "none",

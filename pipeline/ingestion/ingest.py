@@ -178,6 +178,9 @@ def _ingest(
     stale = sorted((set(index.product_ids()) | set(pipeline.store.ids())) - named) if sync else []
     if todo:
         _ensure_space(pipeline, min(len(todo), pipeline.settings.ingest_batch_size))
+    # The photos the changed products had: those no product shows after the change are removed with it.
+    before = pipeline.store.get_many([p.id for p in todo if p.id in known]) if todo else {}
+    replaced = {key for doc in before.values() for key in _photo_keys(doc)}
     if todo or stale:
         with index.changing():
             with Tracker(len(todo), "embedding and storing products", "ingest", progress, tell) as tracker:
@@ -188,6 +191,8 @@ def _ingest(
                 report.deleted = index.delete(stale)
         if stale:
             forget_photos(pipeline)
+        elif replaced:
+            pipeline.photos.remove(replaced - pipeline.store.photos_in_use(replaced))
         tell(len(todo), len(todo), "optimising the index")
         report.optimize_seconds = index.optimize()["seconds"]
         changed = [p.id for p in todo if p.id not in {b.product_id for b in report.bad}]

@@ -115,6 +115,8 @@ class Matcher:
                 raise InvalidInput("Name the product to find similar ones for (its id).")
             index = self.pipeline.index
             vector = index.vectors([pid], "image").get(pid)
+            if vector is None and index.products([pid]):
+                raise InvalidInput(f"Product {pid!r} has no photo to compare with: search by its name instead.")
             if vector is None:
                 raise InvalidInput(f"There is no product {pid!r} in the catalogue.")
 
