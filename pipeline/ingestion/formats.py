@@ -160,17 +160,17 @@ class _Table:
 
     def __init__(self, columns: list[str]) -> None:
         self.columns = columns
-        self.names: dict[str, str] = {}
+        self.names: dict[str, list[str]] = {}
         for c in columns:
-            self.names.setdefault(_norm(c), c)
+            if c:
+                self.names.setdefault(_norm(c), []).append(c)
 
     def has(self, *names: str) -> bool:
         return any(_norm(n) in self.names for n in names)
 
     def get(self, record: dict, *names: str):
         for n in names:
-            column = self.names.get(_norm(n))
-            if column is not None:
+            for column in self.names.get(_norm(n), ()):
                 value = record.get(column)
                 if isinstance(value, str):
                     value = value.strip() or None
