@@ -54,14 +54,18 @@ def _filters(args: argparse.Namespace):
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from .ingestion.catalogue import Catalogue
+    from .ingestion.formats import parse_mapping
     from .service import Pipeline
 
+    mapping = parse_mapping(args.map) if args.map is not None else None  # a bad spec: one sentence, exit 2
     with Pipeline(settings) as pipe:
         if args.if_empty and not args.reset and pipe.index.count():
             print(f"the catalogue already holds {pipe.index.count()} products; not adding {args.catalog}")
             return 0
         images = Path(args.images) if args.images else None
-        report = Catalogue(pipe).ingest(Path(args.catalog), images, reset=args.reset, sync=args.sync)
+        report = Catalogue(pipe).ingest(
+            Path(args.catalog), images, reset=args.reset, sync=args.sync, fmt=args.format, mapping=mapping
+        )
         print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
     return 0 if report.rows and len(report.bad) < report.rows else 2
 
@@ -182,8 +186,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--if-missing", action="store_true", help="do nothing when the repository already holds a model")
     p.set_defaults(run=_build_model)
 
-    p = sub.add_parser("ingest", help="add or update the products of a catalogue file (JSON, JSONL or CSV)")
+    p = sub.add_parser(
+        "ingest",
+        help="add or update the products of a catalogue file (JSON, JSONL or CSV; a Shopify, WooCommerce or Google "
+        "Merchant export)",
+    )
     p.add_argument("catalog")
+    p.add_argument(
+        "--format",
+        choices=("auto", "sample", "shopify", "woocommerce", "merchant"),  # formats.FORMATS
+        default="auto",
+        help="how to read the file (default: from its columns)",
+    )
+    p.add_argument(
+        "--map",
+        metavar="SPEC",
+        help='rename the file\'s columns onto the sample schema, e.g. "Product Name=name,Picture=image_path"',
+    )
     p.add_argument("--images", help="folder to look up absolute or foreign image paths by file name")
     p.add_argument(
         "--reset", action="store_true", help="start from an empty catalogue: drop the vectors and the MongoDB products"

@@ -8,16 +8,15 @@ holds absolute paths from another machine).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CatalogError
+from .formats import FormatRead, read_rows
 
 # Part of every content hash: products stored by an older layout (photos served from where the catalogue lay, no
 # lexical vector) differ from what an ingest would store now, so they are stored again once.
@@ -77,6 +76,8 @@ class CatalogRows:
     products: list[Product] = field(default_factory=list)
     bad: list[BadRow] = field(default_factory=list)
     total: int = 0
+    format: str = ""  # formats.FORMATS, or "mapped"
+    format_sentence: str = ""  # "Read products.csv as a Shopify product export (42 rows, 12 products)."
 
 
 MAX_CATALOGUE_MB = 512  # read whole (a JSON array must be); a larger file is refused before anything is read
@@ -91,8 +92,10 @@ def _encoding(path: Path) -> str:
     return "utf-8-sig"
 
 
-def _raw_rows(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed row or an error string) for every record in the file."""
+def _raw_rows(
+    path: Path, fmt: str = "auto", mapping: dict[str, str] | None = None, shop_url: str | None = None
+) -> FormatRead:
+    """The file's records in the sample schema (``formats.read_rows``), after the checks that it is a text file."""
     suffix = path.suffix.lower()
     size = path.stat().st_size
     if size > MAX_CATALOGUE_MB * 2**20:
@@ -100,8 +103,10 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, object]]:
             f"The catalogue {path.name} is {size / 2**20:,.0f} MB, more than the {MAX_CATALOGUE_MB} MB read at once; "
             "split it into several files (the same ingest command adds each)."
         )
-    if suffix not in (".csv", ".json", ".jsonl", ".ndjson", ".txt", ""):
-        raise CatalogError(f"{path.name} is not a catalogue file: use JSON (an array), JSONL or CSV.")
+    if suffix not in (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".xml", ".txt", ""):
+        raise CatalogError(
+            f"{path.name} is not a catalogue file: use JSON (an array), JSONL, CSV or TSV, or an XML product feed."
+        )
     try:
         text = path.read_text(encoding=_encoding(path))
     except UnicodeDecodeError:
@@ -113,54 +118,8 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, object]]:
         raise CatalogError(f"Cannot read the catalogue {path}: {err}") from err
     if "\x00" in text:
         raise CatalogError(f"{path.name} is not a text catalogue (it holds binary data): use JSON, JSONL or CSV.")
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        for row in reader:
-            yield reader.line_num, {k: (v if v != "" else None) for k, v in row.items() if k is not None}
-        return
-    if suffix == ".json" or text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CatalogError(f"{path.name} is not valid JSON (line {err.lineno}: {err.msg}).") from err
-        if isinstance(data, dict):
-            data = data.get("products", [data])
-        if not isinstance(data, list):
-            raise CatalogError(f"{path.name} must hold a JSON array of products.")
-        # Line numbers of a pretty-printed array: point at each object's opening brace.
-        starts = _object_lines(text, len(data))
-        for i, row in enumerate(data):
-            yield starts[i] if i < len(starts) else i + 1, row
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            yield number, f"not valid JSON ({err.msg})"
-
-
-def _object_lines(text: str, count: int) -> list[int]:
-    lines, depth, line = [], 0, 1
-    in_string = escaped = False
-    for ch in text:
-        if ch == "\n":
-            line += 1
-        if in_string:
-            escaped = (ch == "\\") and not escaped
-            if ch == '"' and not escaped:
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if ch == "{" and depth == 2:
-                lines.append(line)
-        elif ch in "]}":
-            depth -= 1
-    return lines[:count]
+    # A file none of whose columns is an id or a name is refused there, with its columns (and --map) named.
+    return read_rows(path, text, fmt, mapping, shop_url)
 
 
 def product_text(fields: dict) -> str:
@@ -309,19 +268,29 @@ def _validate(
 
 
 def read_catalog(
-    path: Path, images_dir: Path | None = None, image_roots: list[Path] | None = None, images_label: str | None = None
+    path: Path,
+    images_dir: Path | None = None,
+    image_roots: list[Path] | None = None,
+    images_label: str | None = None,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    shop_url: str | None = None,
 ) -> CatalogRows:
     """Every row of the file, validated. Relative image paths resolve against ``image_roots`` (default: the
     catalogue's folder); ``images_dir``: where absolute or foreign paths are looked up by file name, named
-    ``images_label`` in the reasons of bad rows."""
+    ``images_label`` in the reasons of bad rows. ``fmt``, ``mapping``, ``shop_url``: how the file is read
+    (``formats.read_rows``: the sample schema, a Shopify, WooCommerce or Google Merchant export, or renamed columns)."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"The catalogue file {path} does not exist.")
     images_dir = Path(images_dir).resolve() if images_dir else None
-    result = CatalogRows()
+    read = _raw_rows(path, fmt, mapping, shop_url)
+    result = CatalogRows(format=read.format, format_sentence=read.sentence)
     seen: dict[str, int] = {}
-    for line, row in _raw_rows(path):
+    for line, row in read.rows:
         result.total += 1
+        # TEMPORARY until _validate reads image_paths
+        row = {**row, "image_path": row["image_paths"][0]} if isinstance(row, dict) and row.get("image_paths") else row
         checked = _validate(line, row, seen, image_roots or [path.parent], images_dir, images_label)
         if isinstance(checked, BadRow):
             result.bad.append(checked)

@@ -64,11 +64,13 @@ class Catalogue:
         sync: bool = False,
         progress: bool = True,
         on_progress=None,
+        fmt: str = "auto",
+        mapping: dict | None = None,
     ) -> IngestReport:
         """A catalogue file: its products added and updated; ``sync`` also deletes what it no longer has, ``reset``
-        starts from an empty catalogue (``ingest.ingest``)."""
+        starts from an empty catalogue; ``fmt``, ``mapping``: how the file is read (``ingest.ingest``)."""
         return ingest(self.pipe, Path(catalog), images_dir, reset=reset, sync=sync, progress=progress,
-                      on_progress=on_progress)  # fmt: skip
+                      on_progress=on_progress, fmt=fmt, mapping=mapping)  # fmt: skip
 
     def ingest_upload(
         self,
@@ -77,6 +79,8 @@ class Catalogue:
         photos: list[Path] | None = None,
         mode: str = "update",
         on_progress=None,
+        fmt: str = "auto",
+        mapping: dict | None = None,
     ) -> IngestReport:
         """An upload (a catalogue file and its photos, or a zip of both; ``uploads``), imported in ``mode`` (one of
         ``MODES``) from a private folder that is gone afterwards. The report names the file as it was uploaded."""
@@ -92,6 +96,8 @@ class Catalogue:
                 image_roots=upload.image_roots,
                 on_progress=on_progress,
                 images_label="among the uploaded photos",
+                fmt=fmt,
+                mapping=mapping,
                 **flags,
             )
             report.catalog = Path(catalogue).name if catalogue else Path(archive).name

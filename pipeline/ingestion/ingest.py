@@ -29,6 +29,7 @@ from .embedding import EmbeddedBatch, Photo, PhotoLimits, Progress, Tracker, emb
 @dataclass
 class IngestReport:
     catalog: str
+    format: str = ""  # how the file was read: "Read products.csv as a Shopify product export (42 rows, 12 products)."
     rows: int = 0
     added: int = 0
     updated: int = 0
@@ -52,7 +53,8 @@ class IngestReport:
     def summary(self) -> str:
         done = self.added + self.updated
         rate = done / self.seconds if self.seconds and done else 0.0
-        lines = [
+        lines = [self.format] if self.format else []
+        lines += [
             f"{self.catalog}: {self.rows} rows, {self.added} added, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.deleted} deleted, "
             f"{len(self.bad)} bad; catalogue version {self.catalog_version}; {self.seconds:.1f} s"
@@ -74,6 +76,7 @@ class IngestReport:
     def to_json(self) -> dict:
         return {
             "catalog": self.catalog,
+            "format": self.format,
             "rows": self.rows,
             "added": self.added,
             "updated": self.updated,
@@ -102,16 +105,21 @@ def ingest(
     image_roots: list[Path] | None = None,
     on_progress: Progress | None = None,
     images_label: str | None = None,
+    fmt: str = "auto",
+    mapping: dict | None = None,
 ) -> IngestReport:
     """Add and update the catalogue's products; ``sync``: also delete the products the file no longer has;
     ``reset``: start from an empty catalogue (vectors and MongoDB products). ``on_progress(done, total, stage)`` is
     called as products are done (the Catalogue tab's progress bar); ``progress`` draws a bar on the terminal;
-    ``images_label``: how bad rows name ``images_dir`` (``read_catalog``).
+    ``images_label``: how bad rows name ``images_dir`` (``read_catalog``); ``fmt``, ``mapping``: how the file is read
+    (``formats.read_rows``; a Shopify export's product links use the ``shop_url`` setting).
 
     A full disk stops the ingest with ``StorageFull``: the batches written before stay (in both stores), the one being
     written is not served half-done (the catalogue version moves on), and the same ingest again completes the rest."""
     try:
-        return _ingest(pipeline, catalog, images_dir, reset, sync, progress, image_roots, on_progress, images_label)
+        return _ingest(
+            pipeline, catalog, images_dir, reset, sync, progress, image_roots, on_progress, images_label, fmt, mapping
+        )
     except Exception as err:
         if not _disk_full(err):
             raise
@@ -151,12 +159,15 @@ def _ingest(
     image_roots: list[Path] | None,
     on_progress: Progress | None,
     images_label: str | None,
+    fmt: str = "auto",
+    mapping: dict | None = None,
 ) -> IngestReport:
     started = time.perf_counter()
     tell = on_progress or (lambda done, total, stage: None)
     tell(0, 0, "reading the catalogue")
-    rows = read_catalog(Path(catalog), images_dir, image_roots, images_label)
-    report = IngestReport(str(catalog), rows=rows.total, bad=list(rows.bad))
+    shop_url = getattr(pipeline.settings, "shop_url", None)
+    rows = read_catalog(Path(catalog), images_dir, image_roots, images_label, fmt, mapping, shop_url)
+    report = IngestReport(str(catalog), format=rows.format_sentence, rows=rows.total, bad=list(rows.bad))
     if (sync or reset) and not rows.products:
         _refuse_to_empty(
             pipeline, Path(catalog).name, rows, "syncing to it" if sync else "replacing the catalogue with it"
