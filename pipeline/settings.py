@@ -177,6 +177,7 @@ class Settings:
     ingest_batch_size: int = 32
     data_persistent: bool | None = None  # the container says whether DATA_DIR survives a restart (None: not known)
     admin_token: str | None = field(default=None, repr=False)  # changes to the catalogue need it (None: read-only)
+    shop_url: str | None = None  # the shop's address: a Shopify export's product links are SHOP_URL/products/<Handle>
     hybrid_search: bool = True  # text queries: BM25 fused with the dense ranking (README "Search features")
     # Chosen by bench.search_features on ../shared/data (README "Search features"): RRF k 20 ranks fashion attribute
     # queries a little better than the usual 60 (hit@5 0.992 vs 0.989, names equal); photo + words peaks at 0.5.
@@ -213,6 +214,7 @@ class Settings:
             ingest_batch_size=env_int(env, "INGEST_BATCH_SIZE", 32, low=1, high=4096),
             data_persistent=env_flag(env, "DATA_PERSISTENT") if env_text(env, "DATA_PERSISTENT") else None,
             admin_token=env_text(env, "ADMIN_TOKEN"),
+            shop_url=env_text(env, "SHOP_URL"),
             hybrid_search=env_flag(env, "HYBRID_SEARCH") if env_text(env, "HYBRID_SEARCH") else True,
             rrf_k=env_int(env, "HYBRID_RRF_K", 20, low=1, high=10_000),
             refine_weight=_unit(env, "REFINE_WEIGHT", 0.5),

@@ -289,8 +289,6 @@ def read_catalog(
     seen: dict[str, int] = {}
     for line, row in read.rows:
         result.total += 1
-        # TEMPORARY until _validate reads image_paths
-        row = {**row, "image_path": row["image_paths"][0]} if isinstance(row, dict) and row.get("image_paths") else row
         checked = _validate(line, row, seen, image_roots or [path.parent], images_dir, images_label)
         if isinstance(checked, BadRow):
             result.bad.append(checked)
