@@ -101,3 +101,34 @@ def test_a_second_import_of_the_same_file_changes_nothing_and_a_photo_removed_up
     assert len(pipeline.index.photo_vectors(["three"])["three"]) == 2
     gone = pipeline.photos.path(PhotoStore.key_for((folder / "images" / PHOTOS[0]).read_bytes()))
     assert not gone.is_file(), "the photo no product shows any more is removed"
+
+
+def test_a_shopify_export_goes_in_as_it_is_and_a_variant_sku_finds_its_product(pipeline, tmp_path):
+    """Variant rows and extra image rows of one Handle make one product, with every photo, the lowest price and
+    every SKU searchable; the product link comes from SHOP_URL."""
+    import csv
+    from dataclasses import replace
+
+    folder = _catalogue(tmp_path)
+    header = ["Handle", "Title", "Body (HTML)", "Vendor", "Type", "Tags", "Variant SKU", "Variant Price",
+              "Image Src", "Image Position"]  # fmt: skip
+    rows = [
+        header,
+        ["linen-shirt", "Striped linen shirt", "<p>Cool &amp; light</p>", "Acme", "Shirts", "summer", "LIN-S", "35.00",
+         f"images/{PHOTOS[1]}", "2"],
+        ["linen-shirt", "", "", "", "", "", "LIN-M-BLUE-7731", "29.50", f"images/{PHOTOS[0]}", "1"],
+        ["canvas-tote", "Canvas tote bag", "Roomy", "Acme", "Bags", "", "TOTE-1", "9.00", f"images/{PHOTOS[4]}", "1"],
+    ]  # fmt: skip
+    with open(folder / "products_export.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    pipeline.settings = replace(pipeline.settings, shop_url="https://shop.example")
+    report = ingest(pipeline, folder / "products_export.csv", progress=False)
+    assert report.format.startswith("Read products_export.csv as a Shopify") and (report.added, report.photos) == (2, 3)
+    doc = pipeline.store.get_many(["linen-shirt"])["linen-shirt"]
+    assert doc["price"] == 29.5 and doc["description"] == "Cool & light" and doc["brand"] == "Acme"
+    assert len(doc["image_files"]) == 2 and doc["image_file"] == PhotoStore.key_for(
+        (folder / "images" / PHOTOS[0]).read_bytes()
+    ), "the photo at position 1 is the main one"
+    first = pipeline.matcher.match_text("LIN-M-BLUE-7731", top_k=2).matches[0]
+    assert first.id == "linen-shirt" and first.url == "https://shop.example/products/linen-shirt"
+    assert pipeline.matcher.match_image(folder / "images" / PHOTOS[1], top_k=1).matches[0].id == "linen-shirt"
