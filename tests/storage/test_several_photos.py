@@ -11,7 +11,10 @@ import pytest
 from pipeline.errors import ModelMismatch
 from pipeline.storage.vectors import Filters, IndexedProduct
 
-from .test_vector_store import CATEGORIES, FUSION_PATHS, card, filled, filled_for, store, unit  # noqa: F401
+from . import test_vector_store as contract
+from .test_vector_store import CATEGORIES, FUSION_PATHS, card, filled, filled_for, unit
+
+store = contract.store  # the same fixture: each test runs on Qdrant Edge and on the server adapter
 
 N = 240
 
@@ -102,5 +105,5 @@ def test_a_collection_of_the_earlier_layout_is_refused_with_a_sentence(store, sh
     info = store.info()
     info.layout = 1
     store._write_info(info)
-    with pytest.raises(ModelMismatch, match="earlier version of the app.*--reset"):
+    with pytest.raises(ModelMismatch, match=r"earlier version of the app.*--reset"):
         store.check_model(card())
