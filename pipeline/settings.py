@@ -175,6 +175,11 @@ class Settings:
     max_image_pixels: int = 40_000_000
     max_upload_mb: float = 512.0  # a catalogue upload (file or zip), accepted by the page only with ADMIN_TOKEN set
     ingest_batch_size: int = 32
+    # Catalogue photos given as http(s) URLs (pipeline/url_fetch.py): private addresses refused unless allowed, each
+    # socket operation bounded by the timeout (the whole fetch by three times it), this many downloads at once.
+    allow_private_photo_urls: bool = False
+    photo_url_timeout_s: float = 10.0
+    photo_downloads: int = 16
     data_persistent: bool | None = None  # the container says whether DATA_DIR survives a restart (None: not known)
     admin_token: str | None = field(default=None, repr=False)  # changes to the catalogue need it (None: read-only)
     shop_url: str | None = None  # the shop's address: a Shopify export's product links are SHOP_URL/products/<Handle>
@@ -212,6 +217,9 @@ class Settings:
             max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 40_000_000, low=1),
             max_upload_mb=env_float(env, "MAX_UPLOAD_MB", 512.0, low=0.01),
             ingest_batch_size=env_int(env, "INGEST_BATCH_SIZE", 32, low=1, high=4096),
+            allow_private_photo_urls=env_flag(env, "ALLOW_PRIVATE_PHOTO_URLS"),
+            photo_url_timeout_s=env_float(env, "PHOTO_URL_TIMEOUT_S", 10.0, low=0.1),
+            photo_downloads=env_int(env, "PHOTO_DOWNLOADS", 16, low=1, high=64),
             data_persistent=env_flag(env, "DATA_PERSISTENT") if env_text(env, "DATA_PERSISTENT") else None,
             admin_token=env_text(env, "ADMIN_TOKEN"),
             shop_url=env_text(env, "SHOP_URL"),

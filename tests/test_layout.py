@@ -15,7 +15,7 @@ from .conftest import REPO_ROOT
 RUNTIME = ["pipeline/query", "pipeline/inference", "pipeline/storage", "pipeline/ingestion", "pipeline/ops",
            "pipeline/processes", "app"]  # fmt: skip
 BASE = ["pipeline.errors", "pipeline.settings", "pipeline.types", "pipeline.inputs", "pipeline.batches",
-        "pipeline.progress", "pipeline.model_repo"]  # fmt: skip
+        "pipeline.progress", "pipeline.model_repo", "pipeline.url_fetch"]  # fmt: skip
 RUNTIME_FILES = ["pipeline/service.py", *(f"{name.replace('.', '/')}.py" for name in BASE)]
 BUILD = "pipeline/model_build"
 
