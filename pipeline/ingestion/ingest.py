@@ -10,6 +10,7 @@ failure), and the index is optimised once, at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import time
@@ -328,7 +329,7 @@ def _embed_and_write(
             if writing is not None:
                 writing.result()
         if downloads is not None:
-            report.downloads = downloads.stats().to_json()
+            report.downloads = dataclasses.asdict(downloads.stats())
 
 
 def _named(product: Product, err: Exception) -> str:
@@ -344,16 +345,18 @@ def _downloads_for(pipeline, products: list[Product]):
     if not any(isinstance(s, str) for p in products for s in p.photos):
         yield None
         return
-    from .photo_downloads import open_downloads
+    from .photo_downloads import PhotoDownloads, limits_of, record_path
 
-    with open_downloads(pipeline.settings, pipeline.photos) as downloads:
+    settings = pipeline.settings
+    record = record_path(settings)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with PhotoDownloads(record, pipeline.photos.path, limits_of(settings), settings.photo_downloads) as downloads:
         yield downloads
 
 
 def _download_progress(stats) -> str:
-    """Beside the embedding's progress: how the downloads go."""
-    rate = f", {stats.rate:.1f}/s" if stats.rate else ""
-    return f"photos: {stats.fetched + stats.not_modified} fetched, {stats.failed} failed{rate}"
+    """Beside the embedding's progress: how the downloads go (photos fetched, failed, rate)."""
+    return stats.line()
 
 
 # Free space an ingest keeps on the data folder's disk. Qdrant Edge writes through memory maps (Qdrant's write-ahead log
