@@ -13,7 +13,11 @@ batches grouped by padded length like the pipeline does), decode + preprocess al
 which is the part of the gap that is not the model. The pipeline's encoder is warmed before the clock starts; MongoDB
 and Qdrant start before it too.
 
-Run: ``.venv/bin/python -m bench.ingest_speed [--products 1000] [--repeats 3] [--json OUT]``.
+``--photos-from-urls`` adds a third subject: the same catalogue with every photo named by URL, served by a local HTTP
+server (``http.server`` on 127.0.0.1, ``ALLOW_PRIVATE_PHOTO_URLS=1``) that waits ``URL_DELAY_S`` (50 ms) before each
+answer, downloaded during the ingest into a fresh store each round -- target: from URLs / from local files >= 0.9.
+
+Run: ``.venv/bin/python -m bench.ingest_speed [--products 1000] [--repeats 3] [--photos-from-urls] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,38 @@ from pipeline.service import Pipeline
 from pipeline.settings import Settings
 
 TARGET = 0.8
+URL_TARGET = 0.9
+URL_DELAY_S = 0.05
+
+
+def photo_server(images: Path):
+    """A local HTTP server for the catalogue's photos, 50 ms late on every answer (a shop's CDN is not instant)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Slow(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(URL_DELAY_S)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Slow, directory=str(images)))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def url_catalogue(catalog: Path, tmp: Path, port: int) -> Path:
+    """The catalogue with each photo named by its URL on the local server."""
+    path = tmp / "catalog-urls.jsonl"
+    rows = [json.loads(line) for line in catalog.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["image_path"] = f"http://127.0.0.1:{port}/{Path(row['image_path']).name}"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
 
 
 def catalogue(limit: int | None, tmp: Path) -> tuple[Path, Path]:
@@ -58,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p = c.parser(__doc__)
     p.add_argument("--products", type=int, default=None, help="first N products of the catalogue (default all 1,000)")
     p.add_argument("--profile", action="store_true", help="one more ingest under pyinstrument (main thread)")
+    p.add_argument(
+        "--photos-from-urls", action="store_true", help="also ingest with every photo from a local HTTP server (+50 ms)"
+    )
     args = p.parse_args(argv)
     rounds = c.repeats(args, 3)
     limit = args.products or (20 if args.smoke else None)
@@ -99,29 +138,39 @@ def main(argv: list[str] | None = None) -> int:
             for tokens in token_batches:
                 encoder.backend.run(mr.TEXT_MODEL, tokens)
 
-        def run_ingest(r: int) -> None:
+        server = photo_server(images_dir) if args.photos_from_urls else None
+        from_urls = url_catalogue(catalog, tmp, server.server_address[1]) if server else None
+        url_reports: list[dict] = []
+
+        def run_ingest(r: int, urls: bool = False) -> None:
             # A fresh store each round; everything started and warmed before the clock (see the docstring).
-            pipe = Pipeline(Settings(data_dir=tmp / f"round{r}", model_repository=repo))
+            folder = tmp / f"round{r}{'-urls' if urls else ''}"
+            pipe = Pipeline(Settings(data_dir=folder, model_repository=repo, allow_private_photo_urls=urls))
             try:
                 pipe.store.count()
                 pipe.events.write("bench-warmup")
                 pipe.encoder.encode_pixels(pixel_batches[0][:2])
                 pipe.encoder.encode_texts(["warm up"])
                 started = time.perf_counter()
-                report = ingest(pipe, catalog, images_dir=images_dir, progress=False)
+                report = ingest(pipe, from_urls if urls else catalog, images_dir=images_dir, progress=False)
                 seconds = time.perf_counter() - started
-                if report.added != n or report.bad:
-                    raise SystemExit(f"ingest added {report.added} of {n} products, bad rows: {report.bad[:3]}")
-                ingest_reports.append({"round": r, "seconds": seconds, **report.to_json()})
+                if report.added != n or report.bad or report.failed_photos or report.photos != n:
+                    problems = [*report.bad, *report.failed_photos][:3]
+                    raise SystemExit(f"ingest added {report.added} of {n} products, {report.photos} photos: {problems}")
+                (url_reports if urls else ingest_reports).append({"round": r, "seconds": seconds, **report.to_json()})
             finally:
                 pipe.close()
 
         # The ingest step is timed inside (pipeline start-up excluded); the wrapper's time is replaced below.
         c.note(f"measuring {rounds} interleaved rounds (ingest of {n} products, image tower, text tower) ...")
-        samples = c.interleave(
-            {"ingest": run_ingest, "image_tower": image_tower, "text_tower": text_tower}, rounds, warmup=0
-        )
+        subjects = {"ingest": run_ingest, "image_tower": image_tower, "text_tower": text_tower}
+        if server:
+            subjects["ingest_urls"] = lambda r: run_ingest(r, urls=True)
+        samples = c.interleave(subjects, rounds, warmup=0)
         samples.times["ingest"] = [rep["seconds"] for rep in ingest_reports]
+        if server:
+            samples.times["ingest_urls"] = [rep["seconds"] for rep in url_reports]
+            server.shutdown()
         if args.profile:
             profile(tmp, repo, catalog, images_dir)
         threads = getattr(encoder.backend, "threads", 0) or "onnxruntime default"
@@ -142,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         ["ingest / bare image tower", "", ratio.median, ratio.spread(), c.verdict(ratio.median, TARGET, False)],
         ["ingest / (image + text towers)", "", ratio_both.median, ratio_both.spread(), "(the non-model overhead)"],
     ]
+    if "ingest_urls" in per_round:
+        urls = c.Ratio.of([a / b for a, b in zip(per_round["ingest_urls"], per_round["ingest"], strict=True)])
+        rows.insert(
+            1, [f"ingest, photos from URLs (+{URL_DELAY_S * 1000:.0f} ms each)", rate["ingest_urls"], "-", "-", ""]
+        )
+        rows.append(
+            ["from URLs / from local files", "", urls.median, urls.spread(), c.verdict(urls.median, URL_TARGET, False)]
+        )
     payload = c.report(
         "ingest_speed",
         info,
@@ -153,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=str(batch),
     )
     payload["ingest_reports"] = ingest_reports
+    payload["url_ingest_reports"] = url_reports
     payload["rates_per_round"] = per_round
     c.write_json(args.json, payload)
     if args.smoke:

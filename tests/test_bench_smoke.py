@@ -25,6 +25,7 @@ BENCHMARKS = [
     "load",
     "catalogue_page",
     "catalogue_delete",
+    "photo_layout",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"}
 
