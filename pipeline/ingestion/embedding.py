@@ -7,6 +7,7 @@ calibration takes the preprocessed batches (``photo_batches``), the others the e
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -189,45 +190,78 @@ def photo_batches(
 ) -> Iterator[PhotoBatch]:
     """``products`` in batches of ``batch_size``, each decoded (and preprocessed, given a ``preprocessor``) in a worker
     thread while the caller works on the batch before. ``keep(product, photo)`` sees every good photo; ``fetch``
-    starts a URL's download, ``FETCH_AHEAD`` batches ahead of the decoding (without it, URLs are left out)."""
+    starts a URL's download, up to ``FETCH_AHEAD`` batches ahead of the decoding (without it, URLs are left out)."""
     batches = list(chunks(products, max(1, batch_size)))
     fetched: dict[str, Future] = {}
     uses: Counter[str] = Counter()  # batches started and not yet done that name each URL (one fetch for all)
-    started = 0  # batches whose downloads have been started
+    lock = threading.Lock()
+    ready = [threading.Event() for _ in batches]  # a batch's downloads have been started
+    # The downloads are started by a thread of their own, at most AHEAD + FETCH_AHEAD batches ahead of the batch the
+    # caller is on: a full download queue then holds up that thread, never the caller's towers.
+    slots = threading.Semaphore(AHEAD + FETCH_AHEAD)
+    stop = threading.Event()
 
     def urls(i: int) -> set[str]:
-        return {s for p in batches[i] for s in p.photos if isinstance(s, str)} if fetch is not None else set()
+        return {s for p in batches[i] for s in p.photos if isinstance(s, str)}
 
-    def fetch_until(last: int) -> None:
-        nonlocal started
-        while started < min(last, len(batches)):
-            for url in urls(started):
-                if url not in fetched:
-                    fetched[url] = fetch(url)
-                uses[url] += 1
-            started += 1
+    def feed() -> None:
+        for i in range(len(batches)):
+            while not slots.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            if stop.is_set():
+                return
+            for url in urls(i):
+                with lock:
+                    known = url in fetched
+                    uses[url] += 1
+                if not known:
+                    future = fetch(url)
+                    with lock:
+                        fetched.setdefault(url, future)
+            ready[i].set()
 
-    def decode(i: int) -> Future:
-        fetch_until(i + 1 + FETCH_AHEAD)
-        return pool.submit(decode_batch, batches[i], preprocessor, limits, keep, fetched)
+    def decode_when_ready(i: int) -> PhotoBatch:
+        ready[i].wait()
+        with lock:
+            mine = {url: fetched[url] for url in urls(i) if url in fetched}
+        return decode_batch(batches[i], preprocessor, limits, keep, mine)
 
+    feeder = None
+    if fetch is not None and any(urls(i) for i in range(len(batches))):
+        feeder = threading.Thread(target=feed, name="fetch-feeder", daemon=True)
+        feeder.start()
+    else:
+        for event in ready:
+            event.set()
     with ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode") as pool:
-        pending: deque[Future] = deque(decode(i) for i in range(min(AHEAD, len(batches))))
+        pending: deque[Future] = deque(pool.submit(decode_when_ready, i) for i in range(min(AHEAD, len(batches))))
         following = len(pending)
         try:
             for done in range(len(batches)):
                 batch = pending.popleft().result()
                 if following < len(batches):
-                    pending.append(decode(following))
+                    pending.append(pool.submit(decode_when_ready, following))
                     following += 1
-                for url in urls(done):  # the downloads' bytes are not held once no batch to come needs them
-                    uses[url] -= 1
-                    if not uses[url]:
-                        fetched.pop(url, None)
+                if feeder is not None:
+                    with lock:  # the downloads' bytes are not held once no batch to come needs them
+                        for url in urls(done):
+                            uses[url] -= 1
+                            if not uses[url]:
+                                fetched.pop(url, None)
+                    slots.release()
                 yield batch
         finally:  # a caller that stops early does not wait for batches nobody will read
-            for future in [*pending, *fetched.values()]:
+            stop.set()
+            for event in ready:
+                event.set()
+            for future in pending:
                 future.cancel()
+            with lock:
+                for future in fetched.values():
+                    future.cancel()
+            if feeder is not None:
+                feeder.join(timeout=5)
 
 
 def embed_batches(
