@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import InvalidInput, PipelineError
+from pipeline.ingestion.catalog_reader import file_columns
 from pipeline.ingestion.catalogue import Catalogue, check_mode
+from pipeline.ingestion.column_maps import column_maps_for, suggested
+from pipeline.ingestion.formats import FileColumns
 from pipeline.ingestion.ingest import IngestReport
 
 log = logging.getLogger("app")
@@ -114,6 +117,7 @@ class CatalogueManager:
         self.gate = AdminGate(token if token is not None else pipe.settings.admin_token, pipe.events)
         self._ingest_lock = threading.Lock()
         self.running: IngestProgress | None = None
+        self.column_maps = column_maps_for(pipe.settings)
 
     @property
     def writable(self) -> bool:
@@ -129,10 +133,16 @@ class CatalogueManager:
         token: object = None,
         who: str = "unknown",
         on_progress: Callable[[IngestProgress], None] | None = None,
+        mapping: dict[str, str] | None = None,
     ) -> IngestReport:
-        """One upload through the catalogue service; one at a time (a second one is told to wait)."""
+        """One upload through the catalogue service; one at a time (a second one is told to wait). ``mapping``: the
+        file's columns renamed onto the schema (``--map``), remembered for the next file with the same columns once
+        the import is done."""
         self.gate.check(token, who)
         check_mode(mode)
+        if mapping and not catalogue:
+            raise InvalidInput("A column mapping needs the catalogue file itself, not only a zip.")
+        columns = file_columns(Path(catalogue)).columns if mapping else []
         if not catalogue and not archive:
             raise InvalidInput(
                 "Upload a catalogue file (JSON, JSONL, CSV, TSV or a Merchant XML feed), or a zip that holds one."
@@ -154,12 +164,21 @@ class CatalogueManager:
                 [Path(p) for p in photos or []],
                 mode,
                 on_progress=tell,
+                mapping=mapping or None,
             )
+            if mapping:
+                self.column_maps.put(columns, mapping, Path(catalogue).name)
             log.info("Catalogue import (%s): %s", mode, report.summary().splitlines()[0])
             return report
         finally:
             self.running = None
             self._ingest_lock.release()
+
+    def columns(self, catalogue: str | Path) -> tuple[FileColumns, dict[str, str | None]]:
+        """What an uploaded file is read as, its columns, and for each schema field the column that fills it (the
+        choice remembered for this catalogue, else the column of that name). No token needed: nothing changes."""
+        found = file_columns(Path(catalogue))
+        return found, suggested(found.columns, self.column_maps.get(found.columns) if found.mappable else None)
 
     def delete(self, ids: object, token: object = None, who: str = "unknown") -> dict:
         self.gate.check(token, who)

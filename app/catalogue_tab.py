@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
+
+from pipeline.errors import PipelineError
+from pipeline.ingestion.column_maps import TARGETS, mapping_from_choices
+from pipeline.ingestion.formats import parse_mapping
 
 from . import handlers as h
 from .catalogue import MODES, PAGE_SIZE, READ_ONLY, CatalogueManager, bad_rows_csv, problem_rows
@@ -89,13 +94,13 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         manager.gate.check(token, _who(request))
         return token, UNLOCKED, gr.Textbox(value="")
 
-    def run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress):
+    def run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress, mapping=None):
         def show(state) -> None:
             progress(state.fraction, desc=state.words())
 
         return manager.ingest(
             _path(catalogue), _path(photos_zip), [_path(p) for p in photos or []], mode, admin_token, _who(request),
-            on_progress=show,
+            on_progress=show, mapping=mapping,
         )  # fmt: skip
 
     # The endpoints' parameter names are what API clients see (client.view_api()).
@@ -106,14 +111,17 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         mode: str = "update",
         admin_token: str = "",
         photos: list[str] | None = None,
+        column_map: str = "",
         request: gr.Request = None,
         progress=gr.Progress(),
     ):
         """Import a catalogue file (a Shopify or WooCommerce export, a Google Merchant feed, or JSON / JSONL / CSV in
         the sample schema) with its photos (URLs in the file, a zip, or single files):
-        mode update (default), sync or replace. Returns the report as JSON (rows, added, updated, unchanged, deleted,
-        bad rows with line, id and reason)."""
-        return run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress).to_json()
+        mode update (default), sync or replace; ``column_map``: a file of another schema, its columns renamed
+        ("Product Name=name,Picture=image_path", as the CLI's --map). Returns the report as JSON (rows, added,
+        updated, unchanged, deleted, bad rows with line, id and reason)."""
+        mapping = parse_mapping(column_map) if isinstance(column_map, str) and column_map.strip() else None
+        return run_ingest(catalogue, photos_zip, mode, admin_token, photos, request, progress, mapping).to_json()
 
     @shown_to_people
     def delete_products(ids: list[str] | str, admin_token: str = "", request: gr.Request = None):
@@ -131,8 +139,42 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         return _table(got, photo_ok), words, got["page"]
 
     @shown_to_people
-    def page_ingest(catalogue_file, zip_file, photo_files, mode, token, request: gr.Request, progress=gr.Progress()):
-        report = run_ingest(catalogue_file, zip_file, mode, token, photo_files, request, progress)
+    def show_columns(catalogue_file):
+        """The file's format, and for a file in a schema of its own a choice of column per field."""
+        hidden = [gr.Dropdown(choices=[], value=None) for _ in TARGETS]
+        path = _path(catalogue_file)
+        if not path:
+            return "", gr.Accordion(visible=False), {}, *hidden
+        try:
+            found, chosen = manager.columns(path)
+        except PipelineError as err:
+            return f"⚠ {html.escape(str(err), quote=False)}", gr.Accordion(visible=False), {}, *hidden
+        name = html.escape(Path(path).name)
+        if not found.mappable:
+            words = f"**{name}** is {found.label}: its columns are known, nothing to choose."
+            return words, gr.Accordion(visible=False), {}, *hidden
+        remembered = manager.column_maps.get(found.columns)
+        words = (
+            f"**{name}** has the columns {html.escape(', '.join(found.columns))}. Below, the column that holds each "
+            "field (change any; leave a field empty when the file has none). "
+            + ("Filled in as at the last import of a file with these columns." if remembered else
+               "The choice is remembered for the next file with these columns.")
+        )  # fmt: skip
+        state = {"columns": found.columns}
+        boxes = [gr.Dropdown(choices=found.columns, value=chosen[t]) for t in TARGETS]
+        return words, gr.Accordion(visible=True, open=True), state, *boxes
+
+    def page_mapping(state: dict, choices: list) -> dict[str, str] | None:
+        if not state or not state.get("columns"):
+            return None
+        return mapping_from_choices(dict(zip(TARGETS, choices, strict=True)), state["columns"]) or None
+
+    @shown_to_people
+    def page_ingest(values: dict, request: gr.Request, progress=gr.Progress()):
+        """``values``: every input by component (the inputs are a set: the column choices are many)."""
+        mapping = page_mapping(values[columns_state], [values[box] for box in column_boxes])
+        report = run_ingest(values[catalogue_file], values[zip_file], values[mode], values[token_state],
+                            values[photo_files], request, progress, mapping)  # fmt: skip
         data = report.to_json()
         rows = [[b.line, b.product_id or "", b.reason] for b in problem_rows(report)]
         csv_file = bad_rows_csv(report)
@@ -180,6 +222,16 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
             zip_file = gr.File(label="Photos (.zip)", file_types=[".zip"], elem_id="photos-zip")
             photo_files = gr.File(label="or single photos", file_count="multiple", file_types=["image"],
                                   elem_id="photo-files")  # fmt: skip
+        columns_note = gr.Markdown(elem_id="columns-note")
+        columns_state = gr.State({})
+        with gr.Accordion("Columns", open=True, visible=False, elem_id="column-mapping") as columns_box:
+            column_boxes = []
+            for start in range(0, len(TARGETS), 5):
+                with gr.Row():
+                    for target in TARGETS[start : start + 5]:
+                        box = gr.Dropdown(label=target, choices=[], value=None, interactive=True,
+                                          elem_id=f"map-{target}")  # fmt: skip
+                        column_boxes.append(box)
         mode = gr.Radio([(words, key) for key, words in MODES.items()], value="update", label="How",
                         elem_id="ingest-mode")  # fmt: skip
         ingest_button = gr.Button("Import", variant="primary", elem_id="ingest", interactive=manager.writable)
@@ -215,9 +267,12 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
     gr.on([show_button.click, query.submit], **browse)
     # The first page as soon as the page loads (no triggers and no inputs: on load only), so the count is there.
     gr.on(None, **{**browse, "fn": lambda: page_view(1, ""), "inputs": None})
+    catalogue_file.change(show_columns, inputs=[catalogue_file],
+                          outputs=[columns_note, columns_box, columns_state, *column_boxes],
+                          show_progress_on=[columns_note], api_visibility="private")  # fmt: skip
     ingest_button.click(
         page_ingest,
-        inputs=[catalogue_file, zip_file, photo_files, mode, token_state],
+        inputs={catalogue_file, zip_file, photo_files, mode, token_state, columns_state, *column_boxes},
         outputs=[summary, bad_table, bad_csv, report_json],
         show_progress_on=[summary],
         api_visibility="private",
@@ -233,7 +288,9 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
     # The API: the same functions, with the token as a parameter (hidden JSON components carry lists and reports).
     api = gr.Button(visible=False)
     api_ids, api_out = gr.JSON(visible=False), gr.JSON(visible=False)
-    api.click(ingest_catalogue, inputs=[catalogue_file, zip_file, mode, token_box, photo_files], outputs=[api_out],
+    api_map = gr.Textbox(value="", visible=False)
+    api.click(ingest_catalogue, inputs=[catalogue_file, zip_file, mode, token_box, photo_files, api_map],
+              outputs=[api_out],
               api_name="ingest", concurrency_id="catalogue", concurrency_limit=2)  # fmt: skip
     api.click(delete_products, inputs=[api_ids, token_box], outputs=[api_out], api_name="delete_products")
     api.click(catalogue, inputs=[page_number, query], outputs=[api_out], api_name="catalogue")

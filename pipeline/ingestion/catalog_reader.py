@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CatalogError
-from .formats import FormatRead, read_rows
+from .formats import FileColumns, FormatRead, columns_of, read_rows
 
 # Part of every content hash: products stored by an older layout (photos served from where the catalogue lay, no
 # lexical vector) differ from what an ingest would store now, so they are stored again once.
@@ -96,6 +96,19 @@ def _raw_rows(
     path: Path, fmt: str = "auto", mapping: dict[str, str] | None = None, shop_url: str | None = None
 ) -> FormatRead:
     """The file's records in the sample schema (``formats.read_rows``), after the checks that it is a text file."""
+    # A file none of whose columns is an id or a name is refused there, with its columns (and --map) named.
+    return read_rows(path, catalogue_text(path), fmt, mapping, shop_url)
+
+
+def file_columns(path: Path) -> FileColumns:
+    """The format a catalogue file would be read as and its own column names (for the Catalogue tab's column
+    mapping), after the same checks as an import: one sentence (``CatalogError``) for a file that is none."""
+    return columns_of(path, catalogue_text(path))
+
+
+def catalogue_text(path: Path) -> str:
+    """A catalogue file's text, refused with one sentence when it is too big, not a catalogue or not text."""
+    path = Path(path)
     suffix = path.suffix.lower()
     size = path.stat().st_size
     if size > MAX_CATALOGUE_MB * 2**20:
@@ -118,8 +131,7 @@ def _raw_rows(
         raise CatalogError(f"Cannot read the catalogue {path}: {err}") from err
     if "\x00" in text:
         raise CatalogError(f"{path.name} is not a text catalogue (it holds binary data): use JSON, JSONL or CSV.")
-    # A file none of whose columns is an id or a name is refused there, with its columns (and --map) named.
-    return read_rows(path, text, fmt, mapping, shop_url)
+    return text
 
 
 def product_text(fields: dict) -> str:

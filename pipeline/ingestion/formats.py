@@ -48,6 +48,24 @@ class FormatRead:
     rows: Rows = field(default_factory=list)  # (line of the product's first row, row in the sample schema or a reason)
 
 
+@dataclass
+class FileColumns:
+    """What a file would be read as without ``--map`` (one of ``FORMATS``) and its own column names."""
+
+    format: str
+    columns: list[str]
+
+    @property
+    def mappable(self) -> bool:
+        """Only a table or JSON in the sample schema is read through a column mapping; an export or feed has its own
+        reader."""
+        return self.format == "sample"
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.format]
+
+
 # --- small helpers -----------------------------------------------------------------------------------------------
 
 
@@ -241,9 +259,11 @@ def read_rows(
                 f"{path.name} is JSON, which is read in the sample schema only; a {LABELS[fmt][2:]} is a CSV file"
                 + (" (or an XML or TSV feed)." if fmt == "merchant" else ".")
             )
-        rows = list(_json_rows(path, text))
-        columns = _unique(k for _, r in rows if isinstance(r, dict) for k in r)
+        written = list(_json_rows(path, text, as_written=True))
+        columns = _unique(k for _, r in written if isinstance(r, dict) for k in r)
         chosen = "mapped" if mapping else "sample"
+        shape = (lambda r: _mapped(r, columns, mapping)) if mapping else _sample_row
+        rows = [(line, shape(r) if isinstance(r, dict) else r) for line, r in written]
     else:
         chosen = "mapped" if mapping else (detect_format(columns) if fmt == "auto" else fmt)
         if kind == "xml" and chosen == "sample":
@@ -256,6 +276,21 @@ def read_rows(
 
     _check_columns(path, chosen, columns, mapping)
     return FormatRead(chosen, _sentence(path, chosen, fmt, len(records or rows), rows, mapping), columns, rows)
+
+
+def columns_of(path: Path, text: str) -> FileColumns:
+    """The format ``read_rows`` would choose for the file without ``--map`` and its column names (JSON: the keys its
+    rows use, in order of appearance)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".xml" or (suffix not in (".csv", ".tsv") and text.lstrip().startswith("<")):
+        columns, _ = _xml_records(path, text)
+        return FileColumns("merchant", columns)
+    if suffix in (".csv", ".tsv") or (suffix in (".txt", "") and _is_table(text)):
+        columns = [c for c in _header(path, text) if c]
+        return FileColumns(detect_format(columns), columns)
+    rows = _json_rows(path, text, as_written=True)
+    return FileColumns("sample", _unique(k for _, r in rows if isinstance(r, dict) for k in r))
 
 
 def _sentence(path: Path, chosen: str, fmt: str, records: int, rows: Rows, mapping) -> str:
@@ -366,8 +401,10 @@ def _table_records(text: str, delimiter: str, sample: bool):
         raise CatalogError(f"The table is not readable after line {reader.line_num} ({err}).") from None
 
 
-def _json_rows(path: Path, text: str):
-    """The sample schema as JSON (an array, or ``{"products": [...]}``) or JSON Lines (a bad line is one bad row)."""
+def _json_rows(path: Path, text: str, as_written: bool = False):
+    """The sample schema as JSON (an array, or ``{"products": [...]}``) or JSON Lines (a bad line is one bad row);
+    ``as_written``: the objects with their own keys, not yet in the sample schema's shape."""
+    shape = (lambda row: row) if as_written else _sample_row
     if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -380,13 +417,13 @@ def _json_rows(path: Path, text: str):
         # Line numbers of a pretty-printed array: point at each object's opening brace.
         starts = _object_lines(text, len(data))
         for i, row in enumerate(data):
-            yield starts[i] if i < len(starts) else i + 1, _sample_row(row)
+            yield starts[i] if i < len(starts) else i + 1, shape(row)
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield number, _sample_row(json.loads(line))
+            yield number, shape(json.loads(line))
         except json.JSONDecodeError as err:
             yield number, f"not valid JSON ({err.msg})"
 

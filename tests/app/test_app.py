@@ -31,7 +31,7 @@ from ..support.app_fixtures import DEMO_CATALOG, REPO_ROOT, demo_rows, start_app
 
 pytest_plugins = ("tests.support.app_fixtures",)
 
-MATCH_FIELDS = {"id", "name", "brand", "category", "price", "score", "level", "image", "image_url"}
+MATCH_FIELDS = {"id", "name", "brand", "category", "price", "currency", "score", "level", "image", "image_url", "url"}
 # One product per category: enough to show that ranking works without a query per product.
 SAMPLE = demo_rows()[::4]
 

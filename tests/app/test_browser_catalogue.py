@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 pytest.register_assert_rewrite("tests.support.app_fixtures")  # before the import below: it is also loaded as a plugin
 
 from ..support.app_fixtures import DEMO_CATALOG, REPO_ROOT, demo_rows, start_app  # noqa: E402
+from ..test_url_fetch import PhotoServer  # noqa: E402
 from .test_browser import ARTIFACTS, CHROMIUM, opened  # noqa: E402
 
 pytest_plugins = ("tests.support.app_fixtures",)
@@ -103,7 +104,9 @@ def _make_upload(folder: Path) -> Upload:
 @pytest.fixture(scope="module")
 def admin_app(app_data, model_repo, tmp_path_factory):
     """An app of its own (not the shared ``app_server``): this module changes its catalogue."""
-    app = start_app(app_data, model_repo, tmp_path_factory.mktemp("catalogue-browser-app"), ADMIN_TOKEN=TOKEN)
+    # Photo URLs on loopback (the tests' photo server) are allowed, as for a shop's own intranet.
+    app = start_app(app_data, model_repo, tmp_path_factory.mktemp("catalogue-browser-app"), ADMIN_TOKEN=TOKEN,
+                    ALLOW_PRIVATE_PHOTO_URLS="1")  # fmt: skip
     yield app
     code = app.stop()
     assert code == 0, f"python -m app exited with {code} on SIGTERM:\n{app.log()[-3000:]}"
@@ -174,7 +177,7 @@ def _search_text(page, text: str):
     page.get_by_role("tab", name="Text").click()
     status = page.locator("#status")
     expect(status).not_to_contain_text("Last query (text)")
-    page.get_by_label("Description").fill(text)
+    page.get_by_label("Description", exact=True).fill(text)
     page.locator("#match-text").click()
     expect(status).to_contain_text("Last query (text)")  # shown once the results are
     return page.locator("#results .caption-label")
@@ -369,3 +372,129 @@ def _shoot_the_readme_picture(page, upload: Upload) -> None:
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         assert SCREENSHOT.stat().st_size < 400_000, f"{SCREENSHOT} is {SCREENSHOT.stat().st_size:,} bytes"
+
+
+# -- a shop's own files: a Merchant feed with photo URLs, and a table in a schema of its own -------------------------
+FEED_PRODUCTS = [  # (id, title, demo row whose drawing, flipped, is its photo)
+    ("rg-1", "Ridgeline Summit Thermos Flask", 2),
+    ("rg-2", "Ridgeline Glacier Trekking Poles", 6),
+    ("rg-3", "Ridgeline Gift Voucher Card", None),  # its only photo URL answers 404
+]
+
+
+@pytest.fixture(scope="module")
+def photo_server():
+    server = PhotoServer()
+    for n, row in enumerate(demo_rows()[:12]):
+        drawing = Image.open(DEMO_CATALOG.parent / row["image_path"])
+        server.photos[f"/p/{n}.jpg"] = _jpeg(ImageOps.flip(drawing))
+        server.etags[f"/p/{n}.jpg"] = f'"d{n}"'
+    yield server
+    server.close()
+
+
+def _merchant_feed(folder: Path, server: PhotoServer) -> Path:
+    items = []
+    for pid, title, drawing in FEED_PRODUCTS:
+        photo = server.url(f"/p/{drawing}.jpg") if drawing is not None else server.url("/p/gone.jpg")
+        items.append(
+            f"<item><g:id>{pid}</g:id><title>{title}</title><link>https://shop.example/{pid}</link>"
+            f"<description>{title} by Ridgeline</description><g:image_link>{photo}</g:image_link>"
+            f"<g:price>{20 + len(items)}.00 EUR</g:price><g:brand>Ridgeline</g:brand></item>"
+        )
+    feed = folder / "ridgeline-feed.xml"
+    feed.write_text(
+        '<?xml version="1.0"?><rss version="2.0" xmlns:g="http://base.google.com/ns/1.0"><channel>'
+        f"<title>Ridgeline</title>{''.join(items)}</channel></rss>",
+        encoding="utf-8",
+    )
+    return feed
+
+
+def test_a_merchant_feed_goes_in_alone_its_photos_fetched_from_their_urls(page, photo_server, tmp_path):
+    from playwright.sync_api import expect
+
+    feed = _merchant_feed(tmp_path, photo_server)
+    _unlock(page, TOKEN)
+    expect(page.locator("#lock-note")).to_contain_text("Changes allowed in this browser session")
+    page.locator("#catalogue-file input[type=file]").set_input_files(str(feed))
+    expect(page.locator("#columns-note")).to_contain_text("is a Google Merchant Center feed: its columns are known")
+    expect(page.locator("#column-mapping")).to_be_hidden()
+    page.locator("#ingest").click()  # no zip
+    summary = page.locator("#ingest-summary")
+    expect(summary).to_contain_text("Read ridgeline-feed.xml as a Google Merchant Center feed (3 rows)")
+    expect(summary).to_contain_text("3 added")
+    expect(summary).to_contain_text("Photo URLs: 2 downloaded")
+    expect(summary).to_contain_text("1 product without a photo")
+    bad = page.locator("#bad-rows")
+    expect(bad).to_contain_text("rg-3")
+    expect(bad).to_contain_text("/p/gone.jpg")
+    expect(bad).to_contain_text("404")
+    _screenshot(page, "catalogue-merchant-feed.png")
+
+    captions = _search_text(page, FEED_PRODUCTS[0][1])
+    expect(captions.first).to_contain_text(f"{FEED_PRODUCTS[0][1]} · Ridgeline")
+    page.locator("#results img").first.click()
+    link = page.locator("#product-link a")
+    expect(link).to_have_attribute("href", "https://shop.example/rg-1")
+    expect(link).to_have_attribute("target", "_blank")
+
+    # No photo: found by its title, a placeholder shown. (A second text query: the captions tell the answers apart.)
+    page.get_by_label("Description", exact=True).fill(FEED_PRODUCTS[2][1])
+    page.locator("#match-text").click()
+    expect(captions.first).to_contain_text(f"{FEED_PRODUCTS[2][1]} · Ridgeline")
+    first = page.locator("#results img").first
+    expect(first).to_be_visible()
+    assert "/photos/" not in (first.get_attribute("src") or ""), "a product without a photo shows the placeholder"
+
+
+def _choose(page, target: str, column: str) -> None:
+    from playwright.sync_api import expect
+
+    box = page.locator(f"#map-{target} input")
+    box.click()
+    page.locator(f"#map-{target}").get_by_role("option", name=column, exact=True).click()
+    expect(box).to_have_value(column)
+    box.blur()
+
+
+def test_a_table_of_its_own_columns_is_mapped_in_the_tab_and_the_choice_remembered(page, photo_server, tmp_path):
+    from playwright.sync_api import expect
+
+    table = tmp_path / "stock-list.csv"
+    rows = [["Ref", "Product Name", "Maker", "Cost", "Picture"],
+            ["sl-1", "Harbourline Canvas Deck Shoes", "Harbourline", "44.50", photo_server.url("/p/8.jpg")],
+            ["sl-2", "Harbourline Rope Key Ring", "Harbourline", "6", photo_server.url("/p/9.jpg")]]  # fmt: skip
+    table.write_text("\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    _unlock(page, TOKEN)
+    expect(page.locator("#lock-note")).to_contain_text("Changes allowed in this browser session")
+    page.locator("#catalogue-file input[type=file]").set_input_files(str(table))
+    note = page.locator("#columns-note")
+    expect(note).to_contain_text("has the columns Ref, Product Name, Maker, Cost, Picture")
+    expect(note).to_contain_text("remembered for the next file with these columns")
+    expect(page.locator("#column-mapping")).to_be_visible()
+    for target, column in [("id", "Ref"), ("name", "Product Name"), ("brand", "Maker"), ("price", "Cost"),
+                           ("image_path", "Picture")]:  # fmt: skip
+        _choose(page, target, column)
+    page.locator("#ingest").click()
+    summary = page.locator("#ingest-summary")
+    expect(summary).to_contain_text("Read stock-list.csv with its columns renamed")
+    expect(summary).to_contain_text("2 added")
+    expect(summary).to_contain_text("0 bad rows")
+    captions = _search_text(page, rows[1][1])
+    expect(captions.first).to_contain_text(f"{rows[1][1]} · Harbourline")
+
+    # The same columns next time (another visit), in a file of another name: the choice is made already.
+    page.reload()
+    page.get_by_role("tab", name="Catalogue").click()
+    _unlock(page, TOKEN)
+    expect(page.locator("#lock-note")).to_contain_text("Changes allowed in this browser session")
+    again = tmp_path / "stock-list-december.csv"
+    again.write_text(table.read_text(encoding="utf-8"), encoding="utf-8")
+    page.locator("#catalogue-file input[type=file]").set_input_files(str(again))
+    expect(note).to_contain_text("Filled in as at the last import of a file with these columns")
+    expect(page.locator("#map-name input")).to_have_value("Product Name")
+    expect(page.locator("#map-id input")).to_have_value("Ref")
+    page.locator("#ingest").click()
+    expect(summary).to_contain_text("Read stock-list-december.csv with its columns renamed")
+    expect(summary).to_contain_text("0 added · 0 updated · 2 unchanged")

@@ -226,9 +226,12 @@ def test_readme_catalogue_api_example_works_as_written(admin_app, tmp_path):
     (tmp_path / "example.py").write_text(code)
     done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    report, page, deleted = done.stdout.strip().splitlines()[-3:]
+    report, mapped, page, deleted = done.stdout.strip().splitlines()[-4:]
     rows, added, updated, unchanged, bad = map(int, report.split())
     assert rows == 32 and added + updated + unchanged == 32 and bad == 0
+    assert mapped.startswith("Read stock-list.csv with its columns renamed by --map (Ref → id")
+    assert mapped.endswith(" 1")
+    assert client_count(admin_app, "stock-1") == 1
     assert page.startswith(tuple("123456789")) and "'demo-001'" in page
     assert deleted == "['demo-001'] []"
     assert client_count(admin_app, "demo-001") == 0

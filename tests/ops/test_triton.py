@@ -376,13 +376,13 @@ def test_model_that_fails_to_load_quotes_the_log(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     build_tiny_repo(repo)
     mr.onnx_path(repo, mr.VISUAL_MODEL).write_bytes(b"this is not an onnx file")
-    server = TritonServer(repo, ready_timeout=60)
-    started = time.monotonic()
+    # A generous deadline: on a loaded 2-core machine the python backend's start alone can take a minute.
+    server = TritonServer(repo, ready_timeout=300)
     with pytest.raises(TritonStartError) as err:
         server.start()
-    assert time.monotonic() - started < 60  # exited with an error, not a timeout
     message = str(err.value)
-    assert "exited" in message and "clip_visual" in message
+    assert "exited with code" in message, "exited with an error, not a timeout"
+    assert "clip_visual" in message
     assert server.process is None
 
 
