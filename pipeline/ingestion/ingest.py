@@ -56,8 +56,8 @@ class IngestReport:
         rate = done / self.seconds if self.seconds and done else 0.0
         lines = [self.format] if self.format else []
         lines += [
-            f"{self.catalog}: {self.rows} rows, {self.added} added, {self.updated} updated, "
-            f"{self.unchanged} unchanged, {self.deleted} deleted, "
+            f"{self.catalog}: {self.rows} row{'' if self.rows == 1 else 's'}, {self.added} added, "
+            f"{self.updated} updated, {self.unchanged} unchanged, {self.deleted} deleted, "
             f"{len(self.bad)} bad; catalogue version {self.catalog_version}; {self.seconds:.1f} s"
             + (f" ({rate:.1f} products/s)" if rate else "")
         ]
