@@ -26,8 +26,9 @@ BENCHMARKS = [
     "catalogue_page",
     "catalogue_delete",
     "photo_layout",
+    "shop_formats",
 ]
-NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"}
+NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats"}
 
 
 def _triton_missing() -> str | None:
