@@ -27,8 +27,10 @@ BENCHMARKS = [
     "catalogue_delete",
     "photo_layout",
     "shop_formats",
+    "photoless",
 ]
-NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats"}
+NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats",
+                "photoless"}  # fmt: skip
 
 
 def _triton_missing() -> str | None:
