@@ -143,7 +143,7 @@ def build_catalogue_tab(manager: CatalogueManager, photo_ok: Callable[[str | Non
         """The file's format, and for a file in a schema of its own a choice of column per field."""
         hidden = [gr.Dropdown(choices=[], value=None) for _ in TARGETS]
         path = _path(catalogue_file)
-        if not path:
+        if not path or not manager.writable:  # read-only: nothing will be imported, so nothing is read
             return "", gr.Accordion(visible=False), {}, *hidden
         try:
             found, chosen = manager.columns(path)
