@@ -74,7 +74,15 @@ STATUS_CODES = {
     409: "conflict", 413: "too_large", 415: "unsupported_media_type", 429: "rate_limited", 500: "internal",
     503: "unavailable",
 }  # fmt: skip
-ERRORS = {code: {"model": m.ErrorOut} for code in (400, 401, 403, 413, 429, 503)}
+
+
+def errors(*codes: int) -> dict:
+    """The error answers a route can give, for its schema."""
+    return {code: {"model": m.ErrorOut} for code in codes}
+
+
+READING = (400, 401, 403, 429, 503)  # bad input, key or login, rate limit, a backend down or busy
+ADMIN = (400, 401, 403, 409, 413, 429, 503)
 
 
 # -- errors as JSON ----------------------------------------------------------------------------------------------------
@@ -301,7 +309,7 @@ def make_router(api) -> APIRouter:
     """The endpoints of ``api`` (an ``app.api.RestApi``: the pipeline, the page's state, the gates)."""
     pipe, settings = api.pipe, api.pipe.settings
     image_limit = int(settings.max_image_mb * 2**20)
-    router = APIRouter(prefix="/api/v1", route_class=ApiRoute, responses=ERRORS)
+    router = APIRouter(prefix="/api/v1", route_class=ApiRoute)
     # (as defaults, not Annotated aliases: this module's annotations are strings, resolved in its globals)
     reader = Depends(api.reader)
     product_id_param = PathParam(max_length=MAX_ID, description="The product's id.")
@@ -340,7 +348,7 @@ def make_router(api) -> APIRouter:
 
     @router.post(
         "/search", response_model=m.SearchResponse, openapi_extra=_search_body_schema(),
-        summary="Products that fit a description or look like a photo",
+        responses=errors(*READING, 413, 415), summary="Products that fit a description or look like a photo",
     )  # fmt: skip
     async def search(request: Request, caller: str = reader) -> dict:
         """The same matches as the page's `/match_text` (a `text`) and `/match_image` (a photo: multipart field
@@ -372,20 +380,21 @@ def make_router(api) -> APIRouter:
             raise ApiError(404, "not_found", f"There is no product {pid!r} in the catalogue.")
         return doc
 
-    @router.get("/products/{product_id}", response_model=m.ProductOut, responses={404: {"model": m.ErrorOut}})
+    @router.get("/products/{product_id}", response_model=m.ProductOut, responses=errors(*READING, 404))
     async def product(product_id: str = product_id_param, caller: str = reader) -> dict:
         """One product with every field."""
         async with api.queries:
             doc = await run_in_threadpool(lookup, product_id)
         return product_json(product_id, doc, pipe, api.search.photo_ok)
 
-    @router.get(
-        "/products/{product_id}/similar", response_model=m.SearchResponse, responses={404: {"model": m.ErrorOut}}
-    )
+    @router.get("/products/{product_id}/similar", response_model=m.SearchResponse, responses=errors(*READING, 404))
     async def similar(
         product_id: str = product_id_param,
         caller: str = reader,
-        top_k: Annotated[int | None, Query(ge=1, le=100, description="Results (default: APP_TOP_K).")] = None,
+        top_k: Annotated[
+            int | None,
+            Query(json_schema_extra={"minimum": 1, "maximum": 100}, description="Results (default: APP_TOP_K)."),
+        ] = None,
         categories: Annotated[list[str] | None, Query()] = None,
         brands: Annotated[list[str] | None, Query()] = None,
         min_price: Annotated[float | None, Query()] = None,
@@ -406,7 +415,7 @@ def make_router(api) -> APIRouter:
         api.metrics.observe_query(result)
         return search_json(result, api.search.photo_ok)
 
-    @router.get("/facets", response_model=m.FacetsOut)
+    @router.get("/facets", response_model=m.FacetsOut, responses=errors(*READING))
     async def facets(caller: str = reader) -> dict:
         """The categories and brands of the catalogue, with their product counts, most frequent first."""
 
@@ -445,7 +454,7 @@ def make_router(api) -> APIRouter:
     # -- catalogue changes: ADMIN_TOKEN ----------------------------------------------------------------------------
     @router.post(
         "/catalogue/import", response_model=m.ImportReport, openapi_extra=IMPORT_BODY,
-        responses={409: {"model": m.ErrorOut}}, summary="Import a catalogue file and its photos",
+        responses=errors(*ADMIN), summary="Import a catalogue file and its photos",
     )  # fmt: skip
     async def import_catalogue(request: Request) -> dict:
         """The Catalogue tab's import (`Authorization: Bearer <ADMIN_TOKEN>`): a catalogue file and/or a zip of
@@ -479,7 +488,7 @@ def make_router(api) -> APIRouter:
             )
         return report.to_json()
 
-    @router.delete("/products/{product_id}", response_model=m.DeletedOut, responses={404: {"model": m.ErrorOut}})
+    @router.delete("/products/{product_id}", response_model=m.DeletedOut, responses=errors(*ADMIN, 404))
     async def delete_product(request: Request, product_id: str = product_id_param) -> dict:
         """Delete one product (`Authorization: Bearer <ADMIN_TOKEN>`), from MongoDB and the vector index."""
         token = await api.admin(request)
