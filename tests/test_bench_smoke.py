@@ -26,6 +26,7 @@ BENCHMARKS = [
     "catalogue_page",
     "catalogue_delete",
     "photo_layout",
+    "api",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features"}
 

@@ -27,7 +27,7 @@ from ..catalogue import CatalogueManager, NotAllowed
 from ..config import AppConfig
 from . import models as m
 from .metrics import CONTENT_TYPE, METRICS, Metrics
-from .routes import SMALL_BODY, error_json, error_response, make_router
+from .routes import SMALL_BODY, PhotoCheck, error_json, error_response, make_router
 from .security import ApiError, QueryGate, RateLimiter, ReadGate, bearer, client_address
 
 log = logging.getLogger("app")
@@ -54,6 +54,7 @@ class RestApi:
         self.read_gate = ReadGate(self.config.api_keys, self.config.auth)
         self.limiter = RateLimiter(*self.config.rate_limit) if self.config.rate_limit else None
         self.queries = QueryGate(self.config.concurrency, self.config.queue_size)
+        self.photo_ok = PhotoCheck(self.search.folders)
 
     async def reader(self, request: Request) -> str:
         """Depends: the read rule (API key, login or open), then the rate limit; the caller's identity."""

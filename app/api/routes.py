@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
@@ -168,18 +169,39 @@ def public_fields(doc: dict) -> dict:
 
 
 def search_json(result: MatchResult, photo_ok) -> dict:
-    data = h.result_json(result, photo_ok)  # what /match_text and /match_image give, image_url included
+    """What ``/match_text`` and ``/match_image`` give (``handlers.result_json``: the same matches, scores, levels and
+    ``image_url``), with each product's level in words, its link and its other fields."""
     matches = [
         {
             "id": match.id, "name": match.name, "brand": match.brand, "category": match.category,
-            "price": row["price"], "currency": match.currency, "score": match.score, "level": match.level,
-            "level_words": h.level_words(match.level), "url": match.url, "image_url": row["image_url"],
-            "fields": public_fields(match.metadata),
+            "price": match.price if isinstance(match.price, (int, float)) else None, "currency": match.currency,
+            "score": match.score, "level": match.level, "level_words": h.level_words(match.level), "url": match.url,
+            "image_url": h.photo_url(match.image, photo_ok), "fields": public_fields(match.metadata),
         }
-        for match, row in zip(result.matches, data["matches"], strict=True)
+        for match in result.matches
     ]  # fmt: skip
-    keys = ("kind", "best_level", "best_level_words", "cache_hit", "catalog_version", "timings_ms", "warnings")
-    return {**{k: data[k] for k in keys}, "matches": matches}
+    return {
+        "kind": result.kind,
+        "best_level": result.best_level,
+        "best_level_words": h.level_words(result.best_level),
+        "cache_hit": result.cache_hit,
+        "catalog_version": result.catalog_version,
+        "timings_ms": result.timings_ms,
+        "warnings": list(result.warnings),
+        "matches": matches,
+    }
+
+
+class PhotoCheck:
+    """``Search.photo_ok`` (a file inside the photo store), with the costly part, resolving the path, remembered per
+    path: the store's folder is fixed and its files are named by their content."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self._inside = functools.lru_cache(maxsize=100_000)(lambda path: h.is_inside(path, self.folders))
+
+    def __call__(self, path: str | None) -> bool:
+        return bool(path) and self._inside(str(path)) and Path(path).is_file()
 
 
 def product_json(pid: str, doc: dict, pipe, photo_ok) -> dict:
@@ -350,7 +372,7 @@ def make_router(api) -> APIRouter:
         "/search", response_model=m.SearchResponse, openapi_extra=_search_body_schema(),
         responses=errors(*READING, 413, 415), summary="Products that fit a description or look like a photo",
     )  # fmt: skip
-    async def search(request: Request, caller: str = reader) -> dict:
+    async def search(request: Request, caller: str = reader) -> Response:
         """The same matches as the page's `/match_text` (a `text`) and `/match_image` (a photo: multipart field
         `image`, `image_url` or `image_base64`, with optional `refine` words), ranked, with their scores and levels."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -367,7 +389,7 @@ def make_router(api) -> APIRouter:
         async with api.queries:
             result = await run_in_threadpool(run_search, query, photo)
         api.metrics.observe_query(result, photo.decode_s)
-        return search_json(result, api.search.photo_ok)
+        return JSONResponse(search_json(result, api.photo_ok))  # built to the schema: not validated again
 
     def lookup(pid: str) -> dict:
         try:
@@ -385,7 +407,7 @@ def make_router(api) -> APIRouter:
         """One product with every field."""
         async with api.queries:
             doc = await run_in_threadpool(lookup, product_id)
-        return product_json(product_id, doc, pipe, api.search.photo_ok)
+        return product_json(product_id, doc, pipe, api.photo_ok)
 
     @router.get("/products/{product_id}/similar", response_model=m.SearchResponse, responses=errors(*READING, 404))
     async def similar(
@@ -400,7 +422,7 @@ def make_router(api) -> APIRouter:
         min_price: Annotated[float | None, Query()] = None,
         max_price: Annotated[float | None, Query()] = None,
         diverse: bool = False,
-    ) -> dict:
+    ) -> Response:
         """More like this: the products whose photos are closest to this product's (itself excluded)."""
 
         def run() -> MatchResult:
@@ -413,7 +435,7 @@ def make_router(api) -> APIRouter:
         async with api.queries:
             result = await run_in_threadpool(run)
         api.metrics.observe_query(result)
-        return search_json(result, api.search.photo_ok)
+        return JSONResponse(search_json(result, api.photo_ok))
 
     @router.get("/facets", response_model=m.FacetsOut, responses=errors(*READING))
     async def facets(caller: str = reader) -> dict:
