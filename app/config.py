@@ -8,7 +8,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from pipeline.settings import SettingsError, env_flag, env_int
+from pipeline.settings import SettingsError, env_choice, env_flag, env_int
+
+RATE_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0}
+METRICS_MODES = ("admin", "1", "0")  # behind ADMIN_TOKEN (default), open to all, off
 
 
 def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -19,6 +22,39 @@ def _auth(env: Mapping[str, str]) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise SettingsError("GRADIO_AUTH must look like user:password (both parts non-empty).")
     return user, password
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks around and between the commas are ignored."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    origins = _list(env, "CORS_ORIGINS")
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if origin == "*":
+            continue
+        if scheme not in ("http", "https") or not sep or not host or "/" in host or any(c.isspace() for c in host):
+            raise SettingsError(
+                f"CORS_ORIGINS has {origin!r}: list origins as scheme://host[:port] (e.g. https://shop.example), "
+                "comma-separated, or * for any."
+            )
+    return origins
+
+
+def _rate(env: Mapping[str, str]) -> tuple[int, float] | None:
+    """``API_RATE_LIMIT`` as (requests, seconds): ``20/s``, ``600/min``, ``10000/h``; unset: no limit."""
+    raw = env.get("API_RATE_LIMIT", "").strip().lower()
+    if not raw:
+        return None
+    count, sep, unit = raw.partition("/")
+    period = RATE_PERIODS.get(unit.strip())
+    if not sep or period is None or not count.strip().isdigit() or int(count) < 1:
+        raise SettingsError(
+            f"API_RATE_LIMIT={raw!r} is not understood: use requests per second, minute or hour, e.g. 20/s, 600/min."
+        )
+    return int(count), period
 
 
 @dataclass(frozen=True)
@@ -33,6 +69,12 @@ class AppConfig:
     queue_size: int = 64
     default_top_k: int = 8
     title: str = "Product matcher"
+    # The REST API (app/api): keys for its search endpoints, the origins browsers may call it from, a per-client rate
+    # limit (requests, seconds), and who may read /metrics ("admin": with ADMIN_TOKEN, "1": anyone, "0": nobody).
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    rate_limit: tuple[int, float] | None = None
+    metrics: str = "admin"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppConfig:
@@ -45,6 +87,10 @@ class AppConfig:
             concurrency=env_int(env, "GRADIO_CONCURRENCY", 4, 1, 64),
             queue_size=env_int(env, "GRADIO_QUEUE_SIZE", 64, 1, 10_000),
             default_top_k=env_int(env, "APP_TOP_K", 8, 1, 100),
+            api_keys=_list(env, "API_KEYS"),
+            cors_origins=_origins(env),
+            rate_limit=_rate(env),
+            metrics=env_choice(env, "METRICS", "admin", METRICS_MODES),
         )
 
     def public_warning(self) -> str | None:
@@ -64,5 +110,6 @@ class AppConfig:
         return (
             f"AppConfig(server_name={self.server_name!r}, server_port={self.server_port}, share={self.share}, "
             f"auth={auth}, concurrency={self.concurrency}, queue_size={self.queue_size}, "
-            f"default_top_k={self.default_top_k})"
+            f"default_top_k={self.default_top_k}, api_keys={len(self.api_keys)} set, "
+            f"cors_origins={self.cors_origins}, rate_limit={self.rate_limit}, metrics={self.metrics!r})"
         )

@@ -106,11 +106,18 @@ def launch_options(config: AppConfig, settings: Settings) -> dict:
 
 def serve(pipe: Pipeline, config: AppConfig):
     """Build the page for ``pipe`` and start serving it (returns at once); returns the launched ``gr.Blocks``."""
+    from . import endpoints as e
+    from .api import RestApi, build_api, serving_app
+    from .catalogue import CatalogueManager
     from .ui import build_demo
 
     problems = warm_up(pipe)
     pipe.settings.photos_path.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(pipe, config, h.page_info(pipe, problems))
+    info = h.page_info(pipe, problems)
+    manager = CatalogueManager(pipe)  # one for the page and the REST API: one import at a time, one gate
+    demo = build_demo(pipe, config, info, manager)
+    # The REST API on the same server and port, in front of Gradio's own routes (app/api/__init__.py says why).
+    rest = build_api(RestApi(pipe, config, manager, e.Search(pipe, list(info.problems), info)))
     share = False
     if config.public_warning():
         log.warning("%s", config.public_warning())
@@ -119,18 +126,29 @@ def serve(pipe: Pipeline, config: AppConfig):
         if reason:
             log.warning("GRADIO_SHARE=1 but no share link can be made here: %s. Serving locally only.", reason)
         share = reason is None
-    demo.launch(share=share, **launch_options(config, pipe.settings))
+    demo.launch(share=share, _app=serving_app(rest), **launch_options(config, pipe.settings))
     if share and not demo.share_url:
         log.warning("GRADIO_SHARE=1 but Gradio could not create a share link (see above). Serving locally only.")
     where = f"http://{config.server_name}:{config.server_port}/"
     log.info(
-        "Serving the product matcher at %s%s%s (concurrency %d)",
+        "Serving the product matcher at %s%s%s (concurrency %d); REST API at %sapi/v1 (%s)",
         where,
         f" and {demo.share_url}" if demo.share_url else "",
         " with login" if config.auth else "",
         config.concurrency,
+        where,
+        api_access(config),
     )
     return demo
+
+
+def api_access(config: AppConfig) -> str:
+    """Who may search through the REST API, in the words of the start-up line."""
+    if config.api_keys:
+        return f"searching needs one of {len(config.api_keys)} API keys"
+    if config.auth:
+        return "searching needs the page's login"
+    return "searching open to all"
 
 
 def _stop(signum, frame):  # SIGTERM ends the app like Ctrl-C: the finally blocks close the server and the pipeline

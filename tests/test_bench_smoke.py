@@ -28,6 +28,7 @@ BENCHMARKS = [
     "photo_layout",
     "shop_formats",
     "photoless",
+    "api",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats",
                 "photoless"}  # fmt: skip
