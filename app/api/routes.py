@@ -39,6 +39,7 @@ from pipeline.errors import (
     PipelineError,
     StorageFull,
 )
+from pipeline.ingestion.formats import parse_mapping
 from pipeline.ingestion.photo_downloads import limits_of
 from pipeline.inputs import NOT_AN_IMAGE, read_image_bytes
 from pipeline.types import MatchResult, web_link
@@ -313,6 +314,9 @@ IMPORT_BODY = {
                                       "description": "JSON, JSONL, CSV, TSV or a Merchant XML feed"},
                         "photos": {"type": "string", "format": "binary", "description": "A .zip of the photos"},
                         "mode": {"type": "string", "enum": ["update", "sync", "replace"], "default": "update"},
+                        "column_map": {"type": "string", "example": "Product Name=name,Picture=image_path",
+                                       "description": "A file in a schema of its own: its columns renamed onto the "
+                                                      "sample schema's (as ingest --map)"},
                     },
                 }
             }
@@ -483,9 +487,14 @@ def make_router(api) -> APIRouter:
         photos, mode update (default), sync or replace. The report is the tab's. One import at a time (409)."""
         token = await api.admin(request)  # before the upload is read
         form = await request.form(max_files=2, max_fields=8)
-        unknown = set(form.keys()) - {"catalogue", "photos", "mode"}
+        unknown = set(form.keys()) - {"catalogue", "photos", "mode", "column_map"}
         if unknown:
-            raise ApiError(400, "invalid_input", f"Unknown field {sorted(unknown)[0]!r}: send catalogue, photos, mode.")
+            fields = "catalogue, photos, mode, column_map"
+            raise ApiError(400, "invalid_input", f"Unknown field {sorted(unknown)[0]!r}: send {fields}.")
+        column_map = form.get("column_map") or ""
+        if not isinstance(column_map, str):
+            raise ApiError(400, "invalid_input", "column_map must be text: SOURCE=TARGET pairs separated by commas.")
+        mapping = parse_mapping(column_map) if column_map.strip() else None
         files = {key: form.get(key) for key in ("catalogue", "photos")}
         for key, value in files.items():
             if value is not None and not isinstance(value, UploadFile):
@@ -506,8 +515,9 @@ def make_router(api) -> APIRouter:
                 await run_in_threadpool(_save, upload, target)
                 paths[key] = target
             report = await run_in_threadpool(
-                api.manager.ingest, paths["catalogue"], paths["photos"], [], mode, token, client_address(request)
-            )
+                functools.partial(api.manager.ingest, mapping=mapping),
+                paths["catalogue"], paths["photos"], [], mode, token, client_address(request),
+            )  # fmt: skip
         return report.to_json()
 
     @router.delete("/products/{product_id}", response_model=m.DeletedOut, responses=errors(*ADMIN, 404))

@@ -320,6 +320,23 @@ def test_import_and_delete_need_the_admin_token(api, rest_app, tmp_path):
     assert TOKEN not in rest_app.log()
 
 
+def test_an_import_renames_a_files_own_columns(api, tmp_path):
+    catalogue, photos = _arrivals(tmp_path, 1, "Mapped test", prefix="mapped")
+    row = json.loads(catalogue.read_text().splitlines()[0])
+    own = tmp_path / "own-columns.csv"
+    own.write_text(f"Ref,Product Name,Group,Picture\nmapped-x,Mapped Arrival,Mapped test,{row['image_path']}\n")
+    files = {"catalogue": (own.name, own.read_bytes()), "photos": (photos.name, photos.read_bytes(), "application/zip")}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    refused = api.post("/catalogue/import", files=files, data={"column_map": "Ref"}, headers=headers, timeout=300)
+    assert "is not SOURCE=TARGET" in error_of(refused, 400)
+    spec = "Ref=id,Product Name=name,Group=category,Picture=image_path"
+    done = api.post("/catalogue/import", files=files, data={"column_map": spec}, headers=headers, timeout=300)
+    assert done.status_code == 200, done.text
+    report = done.json()
+    assert report["format"].startswith("Read own-columns.csv with its columns renamed") and report["added"] == 1
+    assert api.get("/products/mapped-x").json()["name"] == "Mapped Arrival"
+
+
 # -- CORS --------------------------------------------------------------------------------------------------------------
 def test_cors_allows_the_listed_origins_only(api, rest_app):
     asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type,x-api-key"}
