@@ -394,7 +394,8 @@ def fetch(
 
 def _reason(err: BaseException, limits: FetchLimits, deadline: _Deadline) -> str:
     """A short sentence for a failed transfer (never a traceback)."""
-    if deadline.expired:
+    # A last read waits only for what is left of the deadline, so its timeout can fire before the deadline's timer.
+    if deadline.expired or (isinstance(err, TimeoutError) and deadline.remaining() <= 0.05):
         return f"it took longer than {deadline.seconds:g} s in all"
     if isinstance(err, TimeoutError):
         return f"timed out after {limits.timeout_s:g} s"
