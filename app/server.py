@@ -108,9 +108,11 @@ def serve(pipe: Pipeline, config: AppConfig):
     """Build the page for ``pipe`` and start serving it (returns at once); returns the launched ``gr.Blocks``."""
     from . import endpoints as e
     from .api import RestApi, build_api, serving_app
+    from .api.metrics import observe_batch
     from .catalogue import CatalogueManager
     from .ui import build_demo
 
+    pipe.on_batch = observe_batch  # before the model loads: every tower run's rows go to /metrics
     problems = warm_up(pipe)
     pipe.settings.photos_path.mkdir(parents=True, exist_ok=True)
     info = h.page_info(pipe, problems)

@@ -21,6 +21,7 @@ class Pipeline:
         self._part_locks: dict[str, threading.RLock] = {}
         self._mongo_server = None
         self._closed = False
+        self.on_batch = None  # set before the first query: told of every batched tower run (tower, rows)
 
     # Every part goes through _once so that two threads asking at the same time build it only once; each part has a
     # lock of its own, so building one (starting MongoDB) does not hold up another (loading the model) meanwhile.
@@ -105,7 +106,7 @@ class Pipeline:
     def encoder(self):
         from .query.encoder import load_encoder
 
-        return self._once("_encoder", lambda: load_encoder(self.settings))
+        return self._once("_encoder", lambda: load_encoder(self.settings, self.serving, self.on_batch))
 
     @property
     def card(self):

@@ -175,6 +175,10 @@ class Settings:
     max_image_pixels: int = 40_000_000
     max_upload_mb: float = 512.0  # a catalogue upload (file or zip), accepted by the page only with ADMIN_TOKEN set
     ingest_batch_size: int = 32
+    # Queries that arrive together share one run of a tower (pipeline/inference/batcher.py) in the serving app: the
+    # wait for company once a run is in progress, and the rows of one run; 0 ms / 1 row: every query alone.
+    batch_window_ms: float = 2.0
+    batch_max: int = 16
     # Catalogue photos given as http(s) URLs (pipeline/url_fetch.py): private addresses refused unless allowed, each
     # socket operation bounded by the timeout (the whole fetch by three times it), this many downloads at once.
     allow_private_photo_urls: bool = False
@@ -217,6 +221,8 @@ class Settings:
             max_image_pixels=env_int(env, "MAX_IMAGE_PIXELS", 40_000_000, low=1),
             max_upload_mb=env_float(env, "MAX_UPLOAD_MB", 512.0, low=0.01),
             ingest_batch_size=env_int(env, "INGEST_BATCH_SIZE", 32, low=1, high=4096),
+            batch_window_ms=env_float(env, "BATCH_WINDOW_MS", 2.0, low=0.0),
+            batch_max=env_int(env, "BATCH_MAX", 16, low=1, high=1024),
             allow_private_photo_urls=env_flag(env, "ALLOW_PRIVATE_PHOTO_URLS"),
             photo_url_timeout_s=env_float(env, "PHOTO_URL_TIMEOUT_S", 10.0, low=0.1),
             photo_downloads=env_int(env, "PHOTO_DOWNLOADS", 16, low=1, high=64),

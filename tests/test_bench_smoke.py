@@ -29,9 +29,10 @@ BENCHMARKS = [
     "shop_formats",
     "photoless",
     "api",
+    "batching",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats",
-                "photoless"}  # fmt: skip
+                "photoless", "batching"}  # fmt: skip
 
 
 def _triton_missing() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,17 @@ def make_backend(settings: Settings, repo: Path) -> InferenceBackend:
     return OrtBackend(repo)
 
 
-def load_encoder(settings: Settings) -> Encoder:
+def load_encoder(
+    settings: Settings, batching: bool = False, on_batch: Callable[[str, int], None] | None = None
+) -> Encoder:
+    """``batching``: concurrent queries share tower runs (the serving app; ``BATCH_WINDOW_MS``, ``BATCH_MAX``), with
+    the in-process backend only: Triton batches its own. ``on_batch(tower, rows)``: told of every run (metrics)."""
     repo = Path(settings.model_repository)
     card = mr.ModelCard.load(repo)
     backend = make_backend(settings, repo)
     backend.check(card)
+    if batching and not settings.triton_url and settings.batch_max > 1:
+        from ..inference.batcher import BatchingBackend
+
+        backend = BatchingBackend(backend, settings.batch_window_ms / 1000, settings.batch_max, on_batch)
     return Encoder(card, Preprocessor(repo, card), backend)

@@ -486,6 +486,9 @@ def test_metrics_parse_and_count_what_happened(api, rest_app):
     assert products == api.get("/health").json()["catalogue"]["products"]
     assert families["product_matcher_catalogue_version"].samples[0].value >= 1
     assert "product_matcher_http_request_seconds" in families and "product_matcher_http_errors" in families
+    runs = {s.labels["model"]: s.value for s in families["product_matcher_inference_batch_rows"].samples
+            if s.name.endswith("_count")}  # fmt: skip
+    assert runs.get("clip_text", 0) >= 1, "the serving app's tower runs reach the batch-size histogram"
 
 
 def test_observe_batch_is_a_histogram_of_rows_by_model():
