@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...errors import ModelNotFound
 from ...query.preprocess import OPEN_CLIP_PROCESSOR_TYPE
-from .base import Loaded, inert_mask, local_revision
+from .base import Loaded, inert_mask, local_revision, normalised
 from .hub import hub_error, require_hub
 from .tokenizer_files import clean_normalizers, prepend_normalizers, sentencepiece_tokenizer_json
 
@@ -109,8 +109,10 @@ def _file_digest(path: Path) -> str:
 def _towers(model):
     import torch
 
+    # Normalised as x / |x| (not open_clip's F.normalize, whose clamp exports as a Clip node: in the FP16 text graph
+    # that node made onnxruntime 1.32's NchwcTransformer crash the process when the session was created).
     class TextTower(torch.nn.Module):
-        """open_clip's ``encode_text(ids, normalize=True)``; the mask input is part of the shared contract only:
+        """open_clip's ``encode_text(ids)``, L2-normalised; the mask input is part of the shared contract only:
         open_clip's text towers mask by themselves (causal mask, or the pad id)."""
 
         def __init__(self) -> None:
@@ -118,7 +120,7 @@ def _towers(model):
             self.model = model
 
         def forward(self, input_ids, attention_mask):
-            return self.model.encode_text(inert_mask(input_ids, attention_mask), normalize=True)
+            return normalised(self.model.encode_text(inert_mask(input_ids, attention_mask)))
 
     class VisualTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -126,7 +128,7 @@ def _towers(model):
             self.model = model
 
         def forward(self, pixel_values):
-            return self.model.encode_image(pixel_values, normalize=True)
+            return normalised(self.model.encode_image(pixel_values))
 
     return TextTower().eval(), VisualTower().eval()
 
