@@ -35,6 +35,8 @@ def _build_model(args: argparse.Namespace, settings: Settings) -> int:
         "calibration_rows": args.calibration_rows,
     }
     source = args.source or settings.model_source
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
     card = build_model(source, out, **options) if source else build_default_model(out, **options)
     print(f"built {card.label}: {card.embedding_dim}-d, identity {card.identity}")
     return 0
@@ -164,8 +166,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build-model", help="export a CLIP checkpoint (or the offline model) to the model repository")
     p.add_argument(
         "--source",
-        help="hub id, local CLIP folder, or 'offline' (default: MODEL_SOURCE or openai/clip-vit-base-patch32)",
+        help="hub id (CLIP or SigLIP), hf-hub:ORG/NAME (open_clip), an open_clip architecture with --pretrained, a "
+        "local CLIP / SigLIP / open_clip folder, or 'offline' (default: MODEL_SOURCE or openai/clip-vit-base-patch32)",
     )
+    p.add_argument("--pretrained", metavar="TAG_OR_FILE", help="open_clip architectures: the weights (tag or file)")
     p.add_argument("--out", help="model repository to write (default: MODEL_REPOSITORY)")
     p.add_argument(
         "--precision",

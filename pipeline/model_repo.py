@@ -65,7 +65,7 @@ class ModelCard:
     """What the model is; written by ``build-model``, read by everything that embeds or searches."""
 
     name: str
-    kind: str  # "clip" or "offline"
+    kind: str  # "clip" (any CLIP-style pair of towers: see ``family``) or "offline"
     source: str
     revision: str
     precision: str  # "fp32", "fp16", "int8" (dynamic), "int8-static"
@@ -80,6 +80,12 @@ class ModelCard:
     # True: the text tower takes any sequence length up to text_max_length (padding does not change the embedding), so
     # short queries are padded to a small bucket, not to text_max_length. Repositories built before this existed: False.
     text_dynamic_length: bool = False
+    # Which library's model the towers were exported from: "clip" (transformers CLIPModel), "siglip" (transformers
+    # SiglipModel: SigLIP, fixed-resolution SigLIP 2), "open_clip", or "offline". Cards older than this: "".
+    family: str = ""
+    # The image steps the client applies (resize mode, interpolation, crop, mean, std), as read from the processor
+    # file beside the graphs: the family's own, recorded for a reader; the client reads the file itself.
+    preprocessing: dict = field(default_factory=dict)
 
     @property
     def identity(self) -> str:

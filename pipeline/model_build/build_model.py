@@ -1,4 +1,9 @@
-"""``build-model``: turn a CLIP checkpoint (or the offline model) into a Triton model repository.
+"""``build-model``: turn a CLIP-style checkpoint (or the offline model) into a Triton model repository.
+
+Families (``families/``): transformers CLIP, transformers SigLIP (and fixed-resolution SigLIP 2), open_clip. Each is
+exported to the same contract: two ONNX towers with L2-normalised outputs and a dynamic batch axis, the text tower at
+the sequence length its family needs (dynamic for CLIP, fixed for SigLIP), tokenizer.json, the family's own image
+steps in the processor file, and the card (family, source, revision, dims, preprocessing).
 
 Writes ``clip_text`` and ``clip_visual`` (ONNX + Triton config), the client-side tokenizer and image-processor files,
 and the model card. Everything is built in a staging folder and moved into place only after the ONNX files were checked
@@ -7,13 +12,11 @@ against the torch network, so a failed build never leaves a half-written reposit
 
 from __future__ import annotations
 
-import hashlib
-import os
+import dataclasses
+import json
 import shutil
-import socket
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -21,7 +24,11 @@ from .. import model_repo as mr
 from ..errors import ExportMismatch, ModelNotFound, PipelineError
 from ..inference.onnx_session import cpu_session
 from ..progress import step
+from ..query.preprocess import PROCESSOR_FILE, ImageSteps, Preprocessor
 from ..settings import DEFAULT_MODEL_SOURCE
+from .families.base import CHECK_TEXTS, Loaded
+from .families.hub import hub_error as _hub_error  # noqa: F401 - kept for callers of the old names
+from .families.hub import hub_unreachable  # noqa: F401
 from .quantize import PRECISIONS
 from .triton_repo import write_clip_models
 
@@ -29,125 +36,107 @@ OPSET = 18
 PARITY_ATOL = 1e-4
 
 
-def hub_unreachable(timeout_s: float = 3.0) -> str | None:
-    """Why the Hugging Face hub cannot be reached from here, or None. One quick connection attempt: without it,
-    huggingface_hub retries for ~30 s and prints each retry twice before giving up."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
-        return "HF_HUB_OFFLINE is set"
-    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co")
-    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as err:
-        return f"{host} cannot be reached: {err.strerror or err}"
-    return None
+def _fields(loaded: Loaded, source: str) -> dict:
+    """Model-card fields of a loaded family (checksums and precision come later)."""
+    return {
+        "name": loaded.name,
+        "kind": "clip",
+        "family": loaded.family,
+        "source": source,
+        "revision": loaded.revision,
+        "embedding_dim": int(loaded.embedding_dim),
+        "text_max_length": int(loaded.text_length),
+        "text_dynamic_length": bool(loaded.text_dynamic_length),
+        "image_size": int(loaded.image_size),
+        "extra": dict(loaded.extra),
+    }
 
 
-def _hub_error(source: str, why: str) -> ModelNotFound:
-    return ModelNotFound(
-        f"Could not download '{source}' from the Hugging Face hub ({why}). "
-        "Use a local CLIP folder saved with save_pretrained (--source /path/to/clip), "
-        "or the packaged offline model (--source offline)."
-    )
+def _preprocessor(stage: Path, fields: dict, full_length: bool = False) -> Preprocessor:
+    """The client's own preprocessing on the files staged for this build (what serving will run)."""
+    card = mr.ModelCard(**{**fields, "precision": "fp32", "sha256": {}})
+    if full_length:
+        card = dataclasses.replace(card, text_dynamic_length=False)
+    return Preprocessor(stage, card)
 
 
-def _load_clip(source: str, revision: str | None):
-    """Load model + tokenizer + processor from a local folder or a hub id; one clear sentence when that fails."""
-    local = Path(source).expanduser()
-    is_local = local.is_dir()
-    if not is_local and (source.startswith((".", "/", "~")) or local.suffix):
-        raise ModelNotFound(f"The model folder {source} does not exist.")
-    if not is_local and (why := hub_unreachable()):
-        raise _hub_error(source, why)
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-
-    where = str(local if is_local else source)
-    kwargs = {} if is_local else {"revision": revision or "main"}
-    try:
-        model = CLIPModel.from_pretrained(where, **kwargs).eval()
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        processor = CLIPImageProcessor.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as err:
-        if is_local:
-            raise ModelNotFound(
-                f"{source} is not a CLIP checkpoint saved with save_pretrained (config, weights, tokenizer and "
-                f"preprocessor files): {str(err).splitlines()[0]}"
-            ) from err
-        raise _hub_error(source, str(err).splitlines()[0][:200]) from err
-    if is_local:
-        digest = hashlib.sha256()
-        for weights in sorted(p for p in local.iterdir() if p.suffix in {".safetensors", ".bin"}):
-            digest.update(mr.sha256_file(weights).encode())
-        rev = "local-" + digest.hexdigest()[:12]
-    else:
-        rev = getattr(model.config, "_commit_hash", None) or revision or "main"
-    return model, tokenizer, processor, rev
-
-
-def _towers(model):
-    import torch
-
-    class TextTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.text_model = model.text_model
-            self.proj = model.text_projection
-
-        def forward(self, input_ids, attention_mask):
-            pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-            emb = self.proj(pooled)
-            return emb / emb.norm(dim=-1, keepdim=True)
-
-    class VisualTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.vision_model = model.vision_model
-            self.proj = model.visual_projection
-
-        def forward(self, pixel_values):
-            emb = self.proj(self.vision_model(pixel_values=pixel_values).pooler_output)
-            return emb / emb.norm(dim=-1, keepdim=True)
-
-    return TextTower().eval(), VisualTower().eval()
-
-
-def _sample_inputs(tokenizer, length: int, size: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    texts = ["men's black puffer jacket", "a red coffee mug", "wireless noise cancelling headphones, over-ear"]
-    tok = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="np")
+def _sample_inputs(stage: Path, fields: dict, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Token batch (padded to the full length) of CHECK_TEXTS, made by the client tokenizer, and random pixels."""
+    text_in = _preprocessor(stage, fields, full_length=True).tokenize(list(CHECK_TEXTS))
     rng = np.random.default_rng(seed)
+    size = int(fields["image_size"])
     pixels = rng.standard_normal((3, 3, size, size)).astype(np.float32)
-    return {k: tok[k].astype(np.int64) for k in mr.TEXT_INPUTS}, pixels
+    return {k: text_in[k].astype(np.int64) for k in mr.TEXT_INPUTS}, pixels
 
 
 def _check_inputs(stage: Path, fields: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(mr.tokenizer_dir(stage)))
-    return _sample_inputs(tokenizer, int(fields["text_max_length"]), int(fields["image_size"]))
+    return _sample_inputs(stage, fields)
 
 
-def _export_clip(model, tokenizer, text_path: Path, visual_path: Path, length: int, size: int) -> None:
+def check_tokenizer(stage: Path, fields: dict, reference, unpadded: bool) -> None:
+    """The saved tokenizer.json, as the client runs it, must give the library tokenizer's ids on CHECK_TEXTS
+    (``unpadded``: compared without padding, where the library pads with another id that its tower ignores)."""
+    pre = _preprocessor(stage, fields, full_length=True)
+    texts = list(CHECK_TEXTS)
+    rows = [list(ids) for ids, _ in pre._token_rows(texts)]
+    got = rows if unpadded else pre.tokenize(texts)["input_ids"].tolist()
+    want = [list(map(int, row)) for row in reference(texts)]
+    for text, mine, theirs in zip(texts, got, want, strict=True):
+        if mine != theirs:
+            raise ExportMismatch(
+                f"The saved tokenizer differs from the {fields['family']} library's on {text[:40]!r} "
+                f"({mine[:12]}... vs {theirs[:12]}...); the model was not installed."
+            )
+
+
+def _export(loaded: Loaded, stage: Path, fields: dict) -> None:
+    """Trace both towers to ONNX and check each graph against the library's forward pass on the same inputs."""
     import torch
 
-    text_tower, visual_tower = _towers(model)
-    text_in, pixels = _sample_inputs(tokenizer, length, size)
+    text_path, visual_path = mr.onnx_path(stage, mr.TEXT_MODEL), mr.onnx_path(stage, mr.VISUAL_MODEL)
+    text_in, pixels = _sample_inputs(stage, fields)
     text_path.parent.mkdir(parents=True, exist_ok=True)
     visual_path.parent.mkdir(parents=True, exist_ok=True)
+    sequence = {1: "sequence"} if fields["text_dynamic_length"] else {}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's inference fast path (open_clip's towers use it) is one fused op with no ONNX form; the
+    # ordinary path computes the same attention in exportable ops.
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        text_ref, visual_ref = _trace(loaded, text_path, visual_path, text_in, pixels, sequence)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    for what, ref in (("text", text_ref), ("image", visual_ref)):
+        if ref.shape[-1] != fields["embedding_dim"]:
+            raise ExportMismatch(
+                f"The {what} tower gives {ref.shape[-1]}-d vectors, not {fields['embedding_dim']}-d; not installed."
+            )
+    check_parity(text_path, text_in, text_ref, "text")
+    if fields["text_dynamic_length"]:
+        # The client pads short batches to a few tokens, not to the full length: that must give the very same vectors.
+        check_parity(text_path, shortest_padding(text_in), text_ref, "text (short padding)")
+    check_parity(visual_path, {mr.VISUAL_INPUT: pixels}, visual_ref, "image")
+
+
+def _trace(loaded: Loaded, text_path: Path, visual_path: Path, text_in: dict, pixels: np.ndarray, sequence: dict):
+    """Export both towers; returns their torch outputs on the same inputs (the references)."""
+    import torch
+
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is the one that reproduces CLIP exactly here; its tracer warnings are expected.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            text_tower,
+            loaded.text_tower,
             (torch.from_numpy(text_in["input_ids"]), torch.from_numpy(text_in["attention_mask"])),
             str(text_path),
             input_names=list(mr.TEXT_INPUTS),
             output_names=[mr.OUTPUT],
-            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in mr.TEXT_INPUTS}, mr.OUTPUT: {0: "batch"}},
+            dynamic_axes={**{name: {0: "batch", **sequence} for name in mr.TEXT_INPUTS}, mr.OUTPUT: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
         torch.onnx.export(
-            visual_tower,
+            loaded.visual_tower,
             (torch.from_numpy(pixels),),
             str(visual_path),
             input_names=[mr.VISUAL_INPUT],
@@ -156,12 +145,9 @@ def _export_clip(model, tokenizer, text_path: Path, visual_path: Path, length: i
             opset_version=OPSET,
             dynamo=False,
         )
-        text_ref = text_tower(*(torch.from_numpy(text_in[k]) for k in mr.TEXT_INPUTS)).numpy()
-        visual_ref = visual_tower(torch.from_numpy(pixels)).numpy()
-    check_parity(text_path, text_in, text_ref, "text")
-    # The client pads short batches to a few tokens, not to the full length: that must give the very same vectors.
-    check_parity(text_path, shortest_padding(text_in), text_ref, "text (short padding)")
-    check_parity(visual_path, {mr.VISUAL_INPUT: pixels}, visual_ref, "image")
+        text_ref = loaded.text_tower(*(torch.from_numpy(text_in[k]) for k in mr.TEXT_INPUTS)).numpy()
+        visual_ref = loaded.visual_tower(torch.from_numpy(pixels)).numpy()
+    return text_ref, visual_ref
 
 
 def shortest_padding(text_in: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -254,8 +240,12 @@ def build_model(
     max_batch_size: int = 64,
     calibration: Path | None = None,
     calibration_rows: int | None = None,
+    pretrained: str | None = None,
 ) -> mr.ModelCard:
     """Export ``source`` into the model repository ``out`` at ``precision``.
+
+    ``source``: a CLIP or SigLIP hub id or ``save_pretrained`` folder, ``hf-hub:ORG/NAME`` (open_clip), an open_clip
+    architecture with ``pretrained`` (a tag or a weights file), a folder in open_clip's hub layout, or ``offline``.
 
     ``calibration``: the catalogue whose photos and product texts static INT8 (``int8-static``, and only it) measures
     its activation ranges on; ``calibration_rows`` of them, spread over the file (default ``DEFAULT_ROWS``).
@@ -271,33 +261,30 @@ def build_model(
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
     try:
-        text_path = mr.onnx_path(stage, mr.TEXT_MODEL)
-        visual_path = mr.onnx_path(stage, mr.VISUAL_MODEL)
         if source == "offline":
+            text_path = mr.onnx_path(stage, mr.TEXT_MODEL)
+            visual_path = mr.onnx_path(stage, mr.VISUAL_MODEL)
             from .offline_model import export_offline
 
             step("building the offline model from packaged weights")
             fields = export_offline(text_path, visual_path, mr.tokenizer_dir(stage), mr.processor_dir(stage), step)
+            fields.setdefault("family", "offline")
         else:
-            step(f"loading CLIP from {source}")
-            model, tokenizer, processor, rev = _load_clip(source, revision)
-            length = int(model.config.text_config.max_position_embeddings)
-            size = int(model.config.vision_config.image_size)
-            step("exporting the text and image towers to ONNX and checking them against torch")
-            _export_clip(model, tokenizer, text_path, visual_path, length, size)
-            tokenizer.model_max_length = length
-            tokenizer.save_pretrained(mr.tokenizer_dir(stage))
-            processor.save_pretrained(mr.processor_dir(stage))
-            fields = {
-                "name": Path(source).name if Path(source).is_dir() else source.rstrip("/").split("/")[-1],
-                "kind": "clip",
-                "source": source,
-                "revision": rev,
-                "embedding_dim": int(model.config.projection_dim),
-                "text_max_length": length,
-                "text_dynamic_length": True,
-                "image_size": size,
-            }
+            from .families import load
+
+            step(f"loading {source}" + (f" ({pretrained})" if pretrained else ""))
+            loaded = load(source, revision, pretrained)
+            fields = _fields(loaded, source)
+            loaded.save_tokenizer(mr.tokenizer_dir(stage))
+            processor_dir = mr.processor_dir(stage)
+            processor_dir.mkdir(parents=True, exist_ok=True)
+            (processor_dir / PROCESSOR_FILE).write_text(json.dumps(loaded.processor_config, indent=2) + "\n")
+            steps = ImageSteps.load(processor_dir / PROCESSOR_FILE, fields["image_size"])
+            fields["preprocessing"] = steps.describe()
+            step(f"{loaded.family}: checking the saved tokenizer against the library's")
+            check_tokenizer(stage, fields, loaded.reference_tokens, loaded.reference_unpadded)
+            step("exporting the text and image towers to ONNX and checking them against the library's forward pass")
+            _export(loaded, stage, fields)
         if precision != "fp32":
             _convert(stage, fields, precision, calibration, calibration_rows or DEFAULT_ROWS)
         fields["precision"] = precision

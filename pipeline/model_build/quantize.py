@@ -136,6 +136,25 @@ def _convert(path: Path, precision: str, converted: Path, calibration: list | No
         raise PipelineError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
 
 
+def check_loads(path: Path, precision: str, tower: str) -> None:
+    """Open ``path`` in onnxruntime in a child process first: a converted graph can crash onnxruntime itself while
+    the session is created (seen: the FP16 text tower of open_clip's SigLIP-style models, in onnxruntime 1.32's
+    optimiser at the default level; with the NCHWc layout pass off it loads), and that must be a refusal, not the
+    end of the build (or, later, of the app)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pipeline.inference.onnx_session import cpu_session; cpu_session(sys.argv[1])"
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        why = f"signal {-proc.returncode}" if proc.returncode < 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise PipelineError(
+            f"The {precision} version of {tower} cannot be opened by onnxruntime ({why[:200]}); keep fp32 or choose "
+            "another precision for this model."
+        )
+
+
 def min_cosine(got: np.ndarray, reference: np.ndarray) -> float:
     """Worst row-wise cosine between two embedding batches (the reference rows are unit length)."""
     return float(np.min(np.sum(got * reference, axis=1) / np.linalg.norm(got, axis=1)))
@@ -157,6 +176,7 @@ def quantize_tower(
     with tempfile.TemporaryDirectory() as tmp:
         converted = Path(tmp) / "model.onnx"
         _convert(path, precision, converted, calibration, Path(tmp))
+        check_loads(converted, precision, path.parent.parent.name)
         cosine = min(min_cosine(_embed(converted, x), ref) for x, ref in zip(checks, references, strict=True))
         if not cosine >= MIN_COSINE[precision]:
             raise PipelineError(

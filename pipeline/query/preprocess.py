@@ -122,6 +122,30 @@ CLIP_DEFAULTS = {
 }
 # Config types whose steps are CLIPImageProcessor's (a file without either key is read as one too).
 CLIP_PROCESSOR_TYPES = {"CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil", "CLIPFeatureExtractor"}
+# SiglipImageProcessor (SigLIP and fixed-resolution SigLIP 2 checkpoints): the same steps with other class defaults
+# (transformers 5.24, models/siglip/image_processing_pil_siglip.py): squash to 224x224, no crop, mean and std 0.5.
+SIGLIP_PROCESSOR_TYPES = {"SiglipImageProcessor", "SiglipImageProcessorFast", "SiglipImageProcessorPil"}
+SIGLIP_DEFAULTS = {
+    **CLIP_DEFAULTS,
+    "size": {"height": 224, "width": 224},
+    "default_to_square": True,
+    "do_center_crop": False,
+    "crop_size": None,
+    "image_mean": (0.5, 0.5, 0.5),
+    "image_std": (0.5, 0.5, 0.5),
+}
+# open_clip's eval transforms (open_clip 3.3, transform.py ``image_transform``), written by build-model as a file of
+# its own: open_clip keeps them in its model config (``preprocess_cfg``), not in a processor file, and runs them with
+# torchvision, whose arithmetic differs from transformers' in one place: the centre crop's offset is rounded
+# (``int(round((h - crop) / 2))``), not floored. ToTensor divides by 255 in float32.
+OPEN_CLIP_PROCESSOR_TYPE = "OpenClipImageProcessor"
+OPEN_CLIP_RESIZE_MODES = ("squash", "shortest")
+OPEN_CLIP_INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+PROCESSOR_TYPES = CLIP_PROCESSOR_TYPES | SIGLIP_PROCESSOR_TYPES | {OPEN_CLIP_PROCESSOR_TYPE}
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +167,10 @@ class ImageSteps:
     rescale: float | None
     mean: np.ndarray | None  # float32, one per channel; with std
     std: np.ndarray | None
+    # "floor": transformers' centre crop offset ((h - crop) // 2); "round": torchvision's (open_clip)
+    crop_offset: str = "floor"
+    # "float64": transformers' rescale (float64 multiply, then float32); "float32": torchvision's ToTensor (x / 255)
+    rescale_dtype: str = "float64"
 
     @classmethod
     def load(cls, path: Path, image_size: int) -> ImageSteps:
@@ -158,14 +186,17 @@ class ImageSteps:
     @classmethod
     def from_config(cls, config: dict, where: str = PROCESSOR_FILE) -> ImageSteps:
         kind = config.get("image_processor_type") or config.get("feature_extractor_type")
-        if kind is not None and kind not in CLIP_PROCESSOR_TYPES:
+        if kind is not None and kind not in PROCESSOR_TYPES:
             raise ModelNotFound(
-                f"{where} describes a {kind}; this app reads CLIPImageProcessor settings only. "
-                "Rebuild the model repository with build-model from a CLIP checkpoint."
+                f"{where} describes a {kind}; this app reads CLIPImageProcessor, SiglipImageProcessor and open_clip "
+                "settings only. Rebuild the model repository with build-model."
             )
+        if kind == OPEN_CLIP_PROCESSOR_TYPE:
+            return cls._from_open_clip(config, where)
+        defaults = SIGLIP_DEFAULTS if kind in SIGLIP_PROCESSOR_TYPES else CLIP_DEFAULTS
         # As in transformers 5.24: a key the file leaves out takes the class default; a key set to null is None (a
         # step switched off), and a step that is on but lacks one of its values cannot run.
-        cfg = {key: config.get(key, default) for key, default in CLIP_DEFAULTS.items()}
+        cfg = {key: config.get(key, default) for key, default in defaults.items()}
         if cfg["do_pad"]:
             raise ModelNotFound(f"{where} asks for padding (do_pad), which this app does not do.")
         for flag, needs in (
@@ -205,6 +236,60 @@ class ImageSteps:
             std=std,
         )
 
+    @classmethod
+    def _from_open_clip(cls, config: dict, where: str) -> ImageSteps:
+        """open_clip's eval transform for ``resize_mode`` squash (resize to size x size) or shortest (shorter side
+        to size, then a centre crop), then RGB, ToTensor and Normalize."""
+        mode = config.get("resize_mode", "shortest")
+        if mode not in OPEN_CLIP_RESIZE_MODES:
+            raise ModelNotFound(
+                f"{where}: open_clip resize_mode {mode!r} is not one this app applies "
+                f"({', '.join(OPEN_CLIP_RESIZE_MODES)})."
+            )
+        interpolation = config.get("interpolation", "bicubic")
+        if interpolation not in OPEN_CLIP_INTERPOLATIONS:
+            raise ModelNotFound(
+                f"{where}: open_clip interpolation {interpolation!r} is not one this app applies "
+                f"({', '.join(OPEN_CLIP_INTERPOLATIONS)})."
+            )
+        size = config.get("size", 224)
+        height, width = (size, size) if isinstance(size, int) else tuple(size) if len(size) == 2 else (0, 0)
+        height, width = _positive(height, "size", where), _positive(width, "size", where)
+        if mode == "shortest" and height != width:
+            raise ModelNotFound(f"{where}: open_clip's shortest-side resize of a non-square size is not supported.")
+        squash = mode == "squash"
+        return cls(
+            convert_rgb=True,
+            shortest_edge=None if squash else height,
+            resize_to=(height, width) if squash else None,
+            resample=OPEN_CLIP_INTERPOLATIONS[interpolation],
+            crop=None if squash else (height, width),
+            rescale=1 / 255,
+            mean=_per_channel(config.get("image_mean"), "image_mean", where),
+            std=_per_channel(config.get("image_std"), "image_std", where),
+            crop_offset="round",
+            rescale_dtype="float32",
+        )
+
+    def describe(self) -> dict:
+        """The steps in words and numbers, for the model card: what a reader needs to reproduce them."""
+        resize = "none"
+        if self.resize_to is not None:
+            resize = "squash"
+        elif self.shortest_edge is not None:
+            resize = "shortest-side" + ("+center-crop" if self.crop else "")
+        return {
+            "resize": resize,
+            "image_size": list(self.size) if self.size else None,
+            "shortest_edge": self.shortest_edge,
+            "interpolation": self.resample.name.lower() if self.resample is not None else None,
+            "crop": list(self.crop) if self.crop else None,
+            "crop_offset": self.crop_offset,
+            "rescale": self.rescale,
+            "mean": None if self.mean is None else [round(float(v), 8) for v in self.mean],
+            "std": None if self.std is None else [round(float(v), 8) for v in self.std],
+        }
+
     @property
     def size(self) -> tuple[int, int] | None:
         """(height, width) of every output, or None when it depends on the photo."""
@@ -231,9 +316,12 @@ class ImageSteps:
             image = image.resize((width, height), resample=self.resample)
         pixels = np.asarray(image)  # (height, width, 3) uint8
         if self.crop is not None:
-            pixels = center_crop(pixels, *self.crop)
+            pixels = center_crop(pixels, *self.crop, rounded=self.crop_offset == "round")
         if self.rescale is not None:
-            pixels = (pixels.astype(np.float64) * self.rescale).astype(np.float32)
+            if self.rescale_dtype == "float32":  # torchvision's ToTensor: float32 x / 255
+                pixels = pixels.astype(np.float32) / np.float32(1 / self.rescale)
+            else:
+                pixels = (pixels.astype(np.float64) * self.rescale).astype(np.float32)
         if self.mean is not None:
             if not np.issubdtype(pixels.dtype, np.floating):
                 pixels = pixels.astype(np.float32)
@@ -241,9 +329,22 @@ class ImageSteps:
         return pixels.transpose(2, 0, 1)
 
 
-def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The centre (height, width) of a (h, w, c) array, zero-padded where the image is smaller."""
+def center_crop(pixels: np.ndarray, height: int, width: int, rounded: bool = False) -> np.ndarray:
+    """The centre (height, width) of a (h, w, c) array, zero-padded where the image is smaller.
+
+    ``rounded``: torchvision's offset, ``int(round((h - height) / 2))`` (Python rounds halves to even), after padding
+    a smaller image as torchvision pads it; otherwise transformers' ``(h - height) // 2``.
+    """
     h, w = pixels.shape[:2]
+    if rounded:
+        if height > h or width > w:  # torchvision pads (left/top: floor, right/bottom: ceil), then crops
+            pad_h, pad_w = max(0, height - h), max(0, width - w)
+            pixels = np.pad(
+                pixels, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)), constant_values=0
+            )
+            h, w = pixels.shape[:2]
+        top, left = round((h - height) / 2.0), round((w - width) / 2.0)  # Python's round: half to even
+        return pixels[top : top + height, left : left + width]
     top, left = (h - height) // 2, (w - width) // 2
     if top >= 0 and left >= 0 and top + height <= h and left + width <= w:
         return pixels[top : top + height, left : left + width]

@@ -322,7 +322,7 @@ TOKENIZER_CONFIG = ("clip_text", "tokenizer", "tokenizer_config.json")
 BROKEN = {
     "no processor file": (PROCESSOR, None, "preprocessor_config.json is missing"),
     "processor file not JSON": (PROCESSOR, "{not json", "cannot be read"),
-    "another processor type": (PROCESSOR, {"image_processor_type": "SiglipImageProcessor"}, "CLIPImageProcessor"),
+    "another processor type": (PROCESSOR, {"image_processor_type": "ViltImageProcessor"}, "CLIPImageProcessor"),
     "padding": (PROCESSOR, {"do_pad": True}, "do_pad"),
     "longest_edge only": (PROCESSOR, {"size": {"longest_edge": 64}}, "size"),
     "max height and width": (PROCESSOR, {"size": {"max_height": 64, "max_width": 64}}, "size"),
