@@ -317,7 +317,9 @@ def test_a_chunked_body_stops_once_past_the_limit(server):
         fetch(server.url("/chunked"), LOCAL)
     assert "announced" not in _one_line(err.value)
     time.sleep(0.2)
-    assert server.sent["/chunked"] < 100 * CHUNK  # the server was stopped, not read to its end
+    # The server was stopped, not read to its end (10,000 chunks): what it got out before the close is the 1 MB read
+    # plus what loopback's socket buffers took, which the kernel autotunes to several MB.
+    assert server.sent["/chunked"] < 400 * CHUNK
 
 
 def test_an_unknown_host_fails_with_a_sentence():
