@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from PIL import Image, ImageDraw
-
 from pipeline.errors import InvalidInput, PipelineError
 from pipeline.inputs import NOT_AN_IMAGE
 from pipeline.types import LEVEL_WORDS, Filters, Match, MatchResult, web_link
@@ -98,11 +96,13 @@ def caption(match: Match) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def placeholder_photo() -> Image.Image:
-    """What a product without a photo (or with one the server may not serve) shows: grey, saying so."""
-    picture = Image.new("RGB", (160, 160), (225, 225, 225))
-    ImageDraw.Draw(picture).text((80, 80), "no photo", fill=(110, 110, 110), anchor="mm")
-    return picture
+# What a product without a photo (or with one the server may not serve) shows: grey, saying "no photo". A file, served
+# as it is (a static path, see server.static_paths), not a picture drawn per answer that Gradio encodes and hashes.
+PLACEHOLDER_PHOTO = Path(__file__).resolve().parent / "static" / "no-photo.png"
+
+
+def placeholder_photo() -> str:
+    return str(PLACEHOLDER_PHOTO)
 
 
 def gallery_items(matches: Iterable[Match], photo_ok: Callable[[str | None], bool]) -> list[tuple[object, str]]:
@@ -169,6 +169,12 @@ def heading(result: MatchResult, filters: Filters) -> str:
     )
 
 
+UNCALIBRATED_NOTICE = (
+    "The match levels (match / similar / weak) use default score thresholds: they were not calibrated for this model, "
+    "whose scores may sit higher or lower than the defaults assume. Measure them on your catalogue with "
+    "'python -m pipeline evaluate --catalog CATALOG --queries QUERIES --calibrate' (or set MATCH_THRESHOLD and "
+    "SIMILAR_THRESHOLD)."
+)
 OFFLINE_NOTICE = (
     "This is the category-level offline model, not CLIP: it finds the kind of product (a wallet, a watch, a banana) "
     "but ignores colour and brand, and misses kinds ImageNet has no class for (heels, packaged groceries)."
@@ -258,11 +264,13 @@ def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
     """What the status line says now; ``problems`` are those found at start-up (the empty-catalogue and offline-model
     notices are decided here: the first goes away once products are in, and neither is said twice)."""
     settings = pipe.settings
-    problems = [p for p in problems if p not in (EMPTY_CATALOGUE, OFFLINE_NOTICE)]  # both decided again below
+    problems = [p for p in problems if p not in (EMPTY_CATALOGUE, OFFLINE_NOTICE, UNCALIBRATED_NOTICE)]  # see below
     try:
         model = pipe.card.label
         if pipe.card.kind == "offline":
             problems.append(OFFLINE_NOTICE)
+        if not thresholds_known(pipe.card, settings):
+            problems.append(UNCALIBRATED_NOTICE)
     except PipelineError as err:
         model = f"unavailable ({err})"
     try:
@@ -277,6 +285,12 @@ def page_info(pipe, problems: Iterable[str] = ()) -> PageInfo:
     except PipelineError:
         products = None
     return PageInfo(model, backend, vectors, pipe.mongo_mode, products, tuple(problems), storage_words(settings))
+
+
+def thresholds_known(card, settings) -> bool:
+    """Whether the levels mean what they say: thresholds measured for this model, or both set by the operator."""
+    overridden = settings.match_threshold is not None and settings.similar_threshold is not None
+    return card.thresholds_calibrated or overridden
 
 
 def storage_words(settings) -> str:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.processes.data_dir import hold_data_dir
@@ -104,6 +105,13 @@ def launch_options(config: AppConfig, settings: Settings) -> dict:
     }
 
 
+def static_paths(settings: Settings) -> list[Path]:
+    """What Gradio serves from where it lies: the photo store (photos are stored by content, so a file never changes
+    under its name) and the placeholder. Without this every answer's gallery has Gradio check, hash and copy each photo
+    into its cache again (bench.gradio_path: most of what our answer cost on the Gradio path)."""
+    return [settings.photos_path.resolve(), h.PLACEHOLDER_PHOTO]
+
+
 def serve(pipe: Pipeline, config: AppConfig):
     """Build the page for ``pipe`` and start serving it (returns at once); returns the launched ``gr.Blocks``."""
     from . import endpoints as e
@@ -128,6 +136,9 @@ def serve(pipe: Pipeline, config: AppConfig):
         if reason:
             log.warning("GRADIO_SHARE=1 but no share link can be made here: %s. Serving locally only.", reason)
         share = reason is None
+    import gradio as gr
+
+    gr.set_static_paths(static_paths(pipe.settings))
     demo.launch(share=share, _app=serving_app(rest), **launch_options(config, pipe.settings))
     if share and not demo.share_url:
         log.warning("GRADIO_SHARE=1 but Gradio could not create a share link (see above). Serving locally only.")

@@ -446,6 +446,7 @@ def test_a_merchant_feed_goes_in_alone_its_photos_fetched_from_their_urls(page, 
     first = page.locator("#results img").first
     expect(first).to_be_visible()
     assert "/photos/" not in (first.get_attribute("src") or ""), "a product without a photo shows the placeholder"
+    assert "no-photo.png" in (first.get_attribute("src") or "") and _loaded(first)  # served as it lies, not drawn
 
 
 def _choose(page, target: str, column: str) -> None:
