@@ -86,6 +86,10 @@ class ModelCard:
     # The image steps the client applies (resize mode, interpolation, crop, mean, std), as read from the processor
     # file beside the graphs: the family's own, recorded for a reader; the client reads the file itself.
     preprocessing: dict = field(default_factory=dict)
+    # Where the thresholds were measured for this model ("evaluate --calibrate on CATALOG, N labelled queries, DATE");
+    # empty: they are DEFAULT_THRESHOLDS, set for no model in particular (a SigLIP's cosines sit far below a CLIP's),
+    # and the page says so. Cards older than this: empty.
+    thresholds_calibration: str = ""
 
     @property
     def identity(self) -> str:
@@ -99,6 +103,10 @@ class ModelCard:
         if not isinstance(table, dict) or "match" not in table:
             table = DEFAULT_THRESHOLDS[kind]
         return float(table["match"]), float(table["similar"])
+
+    @property
+    def thresholds_calibrated(self) -> bool:
+        return bool(self.thresholds_calibration)
 
     @property
     def label(self) -> str:

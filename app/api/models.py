@@ -94,10 +94,18 @@ class FacetsOut(BaseModel):
     brands: list[FacetValue]
 
 
+class LevelThresholds(BaseModel):
+    match: float
+    similar: float
+
+
 class ModelOut(BaseModel):
     label: str
     identity: str
     kind: str
+    family: str
+    thresholds: dict[str, LevelThresholds]  # per query kind ("text", "image"): what the levels use now
+    thresholds_calibration: str  # where they were measured for this model; empty: defaults, not calibrated
 
 
 class CatalogueOut(BaseModel):

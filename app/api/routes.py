@@ -42,6 +42,7 @@ from pipeline.errors import (
 from pipeline.ingestion.formats import parse_mapping
 from pipeline.ingestion.photo_downloads import limits_of
 from pipeline.inputs import NOT_AN_IMAGE, read_image_bytes
+from pipeline.query.matcher import level_thresholds
 from pipeline.types import MatchResult, web_link
 from pipeline.url_fetch import fetch
 
@@ -461,7 +462,12 @@ def make_router(api) -> APIRouter:
         model, products, version = None, None, None
         try:
             card = pipe.card
-            model = {"label": card.label, "identity": card.identity, "kind": card.kind}
+            model = {
+                "label": card.label, "identity": card.identity, "kind": card.kind, "family": card.family,
+                "thresholds": {kind: dict(zip(("match", "similar"), level_thresholds(card, pipe.settings, kind),
+                                              strict=True)) for kind in ("text", "image")},
+                "thresholds_calibration": card.thresholds_calibration,
+            }  # fmt: skip
         except PipelineError as err:
             problems.append(str(err))
         try:

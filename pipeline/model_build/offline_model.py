@@ -79,6 +79,7 @@ DEFAULT_RESIZE = 320
 # bound (each labelled text query set is >= 50 % right at any score), so 0.45 stays: reached by 97 % of the attribute
 # queries and by no text query asked of the other catalogue (their best is 0.375).
 DEFAULT_THRESHOLDS = {"image": {"match": 0.7059, "similar": 0.5077}, "text": {"match": 0.5352, "similar": 0.45}}
+THRESHOLDS_CALIBRATION = "the evaluate --calibrate rule on the tuning half of ../shared/data (bench.tune_offline_model)"
 # Text-query fusion weight, tuning half at the a, T, resize above: the sum of fashion type hit@5, name R@10, grocery
 # class hit@5 and description R@1 / R@5 is best at w = 0.7 and 0.8 (type hit@5 96.5 %; 94.8 % at 0.4, 95.7 % at 1.0;
 # description R@1 97.7 % from 0.9 up): the lower of the tie.
@@ -436,6 +437,7 @@ def card_fields(config: OfflineConfig, thresholds: dict | None = None) -> dict:
         "image_size": IMAGE_SIZE,
         "sources": found,
         "thresholds": json.loads(json.dumps(thresholds or DEFAULT_THRESHOLDS)),  # a deep copy
+        "thresholds_calibration": THRESHOLDS_CALIBRATION if thresholds is None else "",
         "text_weight": DEFAULT_TEXT_WEIGHT,
         "extra": {
             "a": config.a,

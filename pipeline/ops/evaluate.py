@@ -17,6 +17,7 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,11 @@ def run(
             card = pipe.card
             found = calibrate(results)
             card.thresholds = {**card.thresholds, **found}
+            if found:
+                counts = {k: sum(r.query.kind == k for r in results) for k in found}
+                kinds = ", ".join(f"{k} from {n} labelled queries" for k, n in counts.items())
+                where = Path(catalog).name if catalog else "the live catalogue"
+                card.thresholds_calibration = f"evaluate --calibrate on {where} ({kinds}), {date.today().isoformat()}"
             card.save(pipe.settings.model_repository)
             _relabel(results, card, pipe.settings)
             report["calibrated_thresholds"] = found

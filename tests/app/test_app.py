@@ -416,3 +416,28 @@ def test_the_status_line_says_each_notice_once(tmp_path, offline_repo, mongo_uri
         again = h.page_info(pipe, [*started.problems, "MongoDB does not answer (ping): refused"])
     assert started.problems == (h.OFFLINE_NOTICE, h.EMPTY_CATALOGUE)
     assert again.problems == ("MongoDB does not answer (ping): refused", h.OFFLINE_NOTICE, h.EMPTY_CATALOGUE)
+
+
+def test_uncalibrated_thresholds_are_said_on_the_page(settings):
+    """A model whose card holds the default thresholds (built without calibration) says so; thresholds the operator
+    sets, or that evaluate --calibrate measured, silence it."""
+    from pipeline.service import Pipeline
+
+    with Pipeline(settings) as pipe:
+        assert not pipe.card.thresholds_calibrated
+        assert h.UNCALIBRATED_NOTICE in h.page_info(pipe).problems
+        assert "not calibrated" in h.page_info(pipe).markdown()
+    only_one = settings.with_(match_threshold=0.7)
+    with Pipeline(only_one) as pipe:
+        assert h.UNCALIBRATED_NOTICE in h.page_info(pipe).problems  # the similar threshold is still a default
+    both = settings.with_(match_threshold=0.7, similar_threshold=0.5)
+    with Pipeline(both) as pipe:
+        assert h.UNCALIBRATED_NOTICE not in h.page_info(pipe).problems
+
+
+def test_the_offline_models_thresholds_are_its_own(tmp_path, offline_repo, mongo_uri):
+    from pipeline.model_repo import ModelCard
+
+    card = ModelCard.load(offline_repo)
+    assert card.thresholds_calibrated and "tune_offline_model" in card.thresholds_calibration
+

@@ -162,6 +162,9 @@ def test_products_similar_facets_and_health(api, page):
     body = health.json()
     assert body["ready"] is True and body["problems"] == [] and body["catalogue"]["products"] >= len(ROWS)
     assert body["model"]["identity"] and body["catalogue"]["version"] >= 1
+    # The levels' thresholds as the matcher uses them, and that this model's were never calibrated (a tiny CLIP).
+    assert set(body["model"]["thresholds"]) == {"text", "image"} and body["model"]["thresholds_calibration"] == ""
+    assert all(0 < t["similar"] <= t["match"] for t in body["model"]["thresholds"].values())
 
 
 # -- hostile inputs: the page's battery through the REST API -----------------------------------------------------------

@@ -73,11 +73,17 @@ def test_check_fails_on_a_shuffled_id_mapping(isolated_settings, own_queries, mo
 
 
 def test_calibration_writes_thresholds_the_matcher_uses(isolated_settings, own_queries):
+    assert not ModelCard.load(isolated_settings.model_repository).thresholds_calibrated
     report = ev.run(
         isolated_settings, shared("seed_sample", "catalog.jsonl"), own_queries, do_calibrate=True, progress=False
     )
     found = report["calibrated_thresholds"]
     card = ModelCard.load(isolated_settings.model_repository)
+    assert card.thresholds_calibration.startswith("evaluate --calibrate on catalog.jsonl (text from 10 labelled")
+    from app import handlers as h
+
+    with Pipeline(isolated_settings) as pipe:
+        assert h.UNCALIBRATED_NOTICE not in h.page_info(pipe).problems
     assert card.threshold("image") == (found["image"]["match"], found["image"]["similar"])
     assert card.threshold("text") == (found["text"]["match"], found["text"]["similar"])
     # Every own-photo query is right at rank 1, so its score (1.0) is at or above the calibrated match threshold.
