@@ -30,6 +30,7 @@ BENCHMARKS = [
     "photoless",
     "api",
     "batching",
+    "gradio_path",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats",
                 "photoless", "batching"}  # fmt: skip
