@@ -21,6 +21,7 @@ from pipeline.errors import InvalidInput, PipelineError
 from pipeline.types import Filters, MatchResult
 
 from . import handlers as h
+from .api.metrics import METRICS
 from .shown import shown_to_people
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Search:
         return bool(path) and Path(path).is_file() and h.is_inside(path, self.folders)
 
     def answer(self, result: MatchResult, filters: Filters):
+        METRICS.observe_query(result, via="page")  # the process's /metrics: page and gradio_client queries too
         page = h.present(result, filters, self.info, self.photo_ok)
         for warning in page.warnings:
             gr.Warning(html.escape(warning, quote=False))

@@ -65,11 +65,12 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.stages = Histogram(
-            f"{PREFIX}_query_stage_seconds", "Time of each stage of an answered query.", ["kind", "stage"],
+            f"{PREFIX}_query_stage_seconds", "Time of each stage of an answered query, by the way it came in (rest: "
+            "the REST API; page: the page and gradio_client).", ["via", "kind", "stage"],
             buckets=STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         self.cache = Counter(
-            f"{PREFIX}_result_cache_lookups", "Answered queries by result-cache outcome.", ["kind", "result"],
+            f"{PREFIX}_result_cache_lookups", "Answered queries by result-cache outcome.", ["via", "kind", "result"],
             registry=r,
         )  # fmt: skip
         self.batch_rows = Histogram(
@@ -84,14 +85,14 @@ class Metrics:
             self.errors.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
-    def observe_query(self, result: MatchResult, decode_s: float | None = None) -> None:
+    def observe_query(self, result: MatchResult, decode_s: float | None = None, via: str = "rest") -> None:
         """One answered query: its stages (``timings_ms``, plus the API's own photo decoding) and its cache outcome."""
         kind = result.kind or "unknown"
         if decode_s is not None:
-            self.stages.labels(kind, "decode").observe(decode_s)
+            self.stages.labels(via, kind, "decode").observe(decode_s)
         for stage, ms in result.timings_ms.items():
-            self.stages.labels(kind, stage).observe(ms / 1000.0)
-        self.cache.labels(kind, "hit" if result.cache_hit else "miss").inc()
+            self.stages.labels(via, kind, stage).observe(ms / 1000.0)
+        self.cache.labels(via, kind, "hit" if result.cache_hit else "miss").inc()
 
     def observe_batch(self, model: str, rows: int) -> None:
         """One inference run of ``rows`` rows through ``model`` (``BatchingBackend``'s ``on_batch``)."""

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -467,8 +468,9 @@ def _families(text: str) -> dict:
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 
-def test_metrics_parse_and_count_what_happened(api, rest_app):
+def test_metrics_parse_and_count_what_happened(api, rest_app, page):
     assert error_of(httpx.get(rest_app.url + "metrics", timeout=10), 401)
+    page.predict("Sunny yellow mug for the page's metrics", top_k=2, api_name="/match_text")
     assert error_of(httpx.get(rest_app.url + "metrics", headers={"Authorization": "Bearer x"}, timeout=10), 403)
     search(api, text="Sunny yellow mug for metrics", top_k=2)
     search(api, text="Sunny yellow mug for metrics", top_k=2)  # a cache hit
@@ -482,9 +484,13 @@ def test_metrics_parse_and_count_what_happened(api, rest_app):
     assert all("no-such-id" not in endpoint for endpoint, _ in requests), "route templates, not raw paths"
     stages = {s.labels["stage"] for s in families["product_matcher_query_stage_seconds"].samples}
     assert {"validate", "embed", "cache", "search", "metadata", "total", "decode"} <= stages
-    cache = {s.labels["result"]: s.value for s in families["product_matcher_result_cache_lookups"].samples
-             if s.name.endswith("_total")}  # fmt: skip
-    assert cache["hit"] >= 1 and cache["miss"] >= 1
+    vias = {s.labels["via"] for s in families["product_matcher_query_stage_seconds"].samples}
+    assert vias == {"rest", "page"}, "the page's (and gradio_client's) queries are measured too"
+    cache = Counter()
+    for s in families["product_matcher_result_cache_lookups"].samples:
+        if s.name.endswith("_total"):
+            cache[(s.labels["via"], s.labels["result"])] += s.value
+    assert cache[("rest", "hit")] >= 1 and cache[("rest", "miss")] >= 1 and cache[("page", "miss")] >= 1
     products = families["product_matcher_catalogue_products"].samples[0].value
     assert products == api.get("/health").json()["catalogue"]["products"]
     assert families["product_matcher_catalogue_version"].samples[0].value >= 1
