@@ -242,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
     triton.add_arguments(p)
     p.set_defaults(run=_triton)
 
-    p = sub.add_parser("compare-models", help="precisions of a model compared: agreement, recall, speed, size")
+    p = sub.add_parser("compare-models", help="model repositories compared: agreement (precisions of one model), recall, speed, size")
     compare_models.add_arguments(p)
     p.set_defaults(run=lambda args, settings: compare_models.run_from_args(args, settings))
 

@@ -1,10 +1,15 @@
-"""``compare-models``: precisions (variants) of one model compared on a catalogue: agreement, recall, speed, size.
+"""``compare-models``: model repositories compared on a catalogue: agreement, recall, speed, size.
 
 The first repository is the reference. Every variant embeds the same catalogue rows (``ingestion.embedding``, through
 its own preprocessing and onnxruntime session) and is judged on its cosine to the reference per tower; retrieval
 agreement, each product's photo and text a query against the *other* products, scored as the app scores them; recall@k
 on labelled queries (dense only: BM25 is no property of the model); the bare towers' speed, variants timed round-robin
 so that a shared machine's load moves them alike (bench/README.md); and the ONNX files' size.
+
+Variants are usually precisions of one model. A repository of another model (another family, other weights, another
+embedding size: ``same_model``) is compared too, but only on what means the same across models: recall@k on the
+labelled queries, speed and size. Its vectors live in another space, so their cosine to the reference's and the
+agreement of their rankings would measure nothing; the report says "different models: agreement not compared".
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model_repo as mr
-from ..errors import CatalogError, ModelMismatch, PipelineError
+from ..errors import CatalogError, PipelineError
 from ..inference.ort_backend import OrtBackend
 from ..ingestion.catalog_reader import Product, read_catalog
 from ..ingestion.embedding import embed_batches, photo_batches
@@ -37,6 +42,7 @@ BATCH_SIZES = (1, 32)
 SINGLE_CALLS = 8  # batch-1 calls per round: one call of a small tower is too short to time alone
 DEFAULT_ROUNDS = 3
 EMBED_BATCH = 32
+NOT_COMPARED = "different models: agreement not compared"
 
 
 @dataclass
@@ -79,15 +85,19 @@ def open_variant(repo: Path) -> Variant:
 
 
 def open_variants(repos: list[Path]) -> list[Variant]:
-    variants = [open_variant(repo) for repo in repos]
-    first = variants[0].card
-    for v in variants[1:]:
-        if v.card.embedding_dim != first.embedding_dim:
-            raise ModelMismatch(
-                f"{v.repo} gives {v.card.embedding_dim}-d embeddings and {variants[0].repo} {first.embedding_dim}-d: "
-                "compare-models compares variants (precisions) of one model."
-            )
-    return variants
+    return [open_variant(repo) for repo in repos]
+
+
+def same_model(a: mr.ModelCard, b: mr.ModelCard) -> bool:
+    """Whether two repositories hold one model (builds of the same weights, in any precision): then their vectors share
+    a space and agreement means something.
+
+    Same family, embedding size and revision; a local checkpoint's revision is a digest of its weight files, so it
+    names the weights wherever the folder was; a hub revision (a commit, or an open_clip tag such as ``webli``) names
+    them only together with the source."""
+    if (a.family, a.embedding_dim, a.revision) != (b.family, b.embedding_dim, b.revision):
+        return False
+    return a.revision.startswith("local-") or a.source == b.source
 
 
 def read_rows(catalog: Path, limit: int) -> Rows:
@@ -277,6 +287,8 @@ def _describe(variant: Variant) -> dict:
     return {
         "repo": str(variant.repo),
         "model": variant.card.label,
+        "family": variant.card.family,
+        "embedding_dim": variant.card.embedding_dim,
         "precision": variant.card.precision,
         "identity": variant.card.identity,
         "calibration": extra.get("calibration"),
@@ -294,6 +306,7 @@ def compare(
 ) -> dict:
     """The whole comparison as a JSON-ready dict (``render`` prints it as a table)."""
     variants = open_variants([Path(r) for r in repos])
+    comparable = [same_model(variants[0].card, v.card) for v in variants]
     rows = read_rows(Path(catalog), limit)
     labelled, queries_info = read_labelled(queries, rows) if queries else (None, None)
     load_before = os.getloadavg()
@@ -306,24 +319,30 @@ def compare(
         "skipped_rows": rows.skipped,
         "agreement_k": k,
         "reference": str(variants[0].repo),
+        "models_differ": not all(comparable),
         "queries": queries_info,
         "rounds": rounds,
         "machine": machine(),
         "variants": [],
     }
     reference_vectors = reference_ranks = None
-    for v in variants:
+    for v, same in zip(variants, comparable, strict=True):
         step(f"embedding {len(rows.ids)} photos and texts with {v.name}")
         vectors = embed_rows(v, rows)
-        ranks = self_rankings(*vectors, v.card.text_weight, k)
-        if reference_vectors is None:
-            reference_vectors, reference_ranks = vectors, ranks
         entry = _describe(v)
-        entry["cosine_to_reference"] = {
-            "image": cosine_stats(vectors[0], reference_vectors[0]),
-            "text": cosine_stats(vectors[1], reference_vectors[1]),
-        }
-        entry["agreement"] = {kind: agreement(reference_ranks[kind], ranks[kind]) for kind in ranks}
+        entry["same_model_as_reference"] = same
+        if same:
+            ranks = self_rankings(*vectors, v.card.text_weight, k)
+            if reference_vectors is None:  # the reference is the first variant, and the same model as itself
+                reference_vectors, reference_ranks = vectors, ranks
+            entry["cosine_to_reference"] = {
+                "image": cosine_stats(vectors[0], reference_vectors[0]),
+                "text": cosine_stats(vectors[1], reference_vectors[1]),
+            }
+            entry["agreement"] = {kind: agreement(reference_ranks[kind], ranks[kind]) for kind in ranks}
+        else:  # vectors of another space: neither their cosine to the reference's nor ranking agreement means anything
+            entry["cosine_to_reference"] = entry["agreement"] = None
+            entry["not_compared"] = NOT_COMPARED
         if labelled is not None:
             entry["recall"] = recall(v, labelled, rows, vectors, max_text_chars)
         report["variants"].append(entry)
@@ -356,22 +375,46 @@ COLUMNS = (
 )
 
 
-def _row(entry: dict) -> list[str]:
+def _repo_labels(report: dict) -> dict[str, str]:
+    """How each repository is named in the table: its folder name, or its last two path parts where folder names
+    repeat (models built side by side are often all called ``model_repository``)."""
+    repos = [Path(e["repo"]) for e in report["variants"]]
+    unique = len({r.name for r in repos}) == len(repos)
+    return {str(r): r.name if unique else f"{r.parent.name}/{r.name}" for r in repos}
+
+
+def _name(entry: dict, mixed: bool, repo: str | None = None) -> str:
+    """A variant's first cell: its precision among precisions of one model; its family, model, precision and
+    embedding size where the repositories hold different models."""
+    repo = repo or Path(entry["repo"]).name
+    if not mixed:
+        return f"{entry['precision']} ({repo})"
+    family = f"{entry['family']} " if entry["family"] else ""  # cards older than the family field have none
+    return f"{family}{entry['model']}, {entry['embedding_dim']}-d ({repo})"
+
+
+def _row(entry: dict, mixed: bool = False, repo: str | None = None) -> list[str]:
     speed, up = entry["speed"], entry["speedup_vs_reference"]
     cos, agree = entry["cosine_to_reference"], entry["agreement"]
+    compared = cos is not None and agree is not None
     cells = [
-        f"{entry['precision']} ({Path(entry['repo']).name})",
+        _name(entry, mixed, repo),
         f"{entry['size_mib']['total']:.1f}",
         f"{speed['images_per_s@1']:.1f}",
         f"{speed['images_per_s@32']:.1f}",
         f"{up['images_per_s@32']:.2f}",
         f"{speed['texts_per_s@1']:.1f}",
         f"{speed['texts_per_s@32']:.1f}",
-        f"{cos['image']['mean']:.4f}/{cos['image']['min']:.3f}",
-        f"{cos['text']['mean']:.4f}/{cos['text']['min']:.3f}",
-        f"{agree['photo_queries']['top1']:.3f}/{agree['photo_queries']['top10']:.3f}",
-        f"{agree['text_queries']['top1']:.3f}/{agree['text_queries']['top10']:.3f}",
     ]
+    if compared:
+        cells += [
+            f"{cos['image']['mean']:.4f}/{cos['image']['min']:.3f}",
+            f"{cos['text']['mean']:.4f}/{cos['text']['min']:.3f}",
+            f"{agree['photo_queries']['top1']:.3f}/{agree['photo_queries']['top10']:.3f}",
+            f"{agree['text_queries']['top1']:.3f}/{agree['text_queries']['top10']:.3f}",
+        ]
+    else:
+        cells += ["n/a"] * 4
     if "recall" in entry:
         overall = entry["recall"]["overall"]
         cells += [f"{overall.get(f'recall@{k}', 0):.3f}" for k in RECALL_KS]
@@ -380,9 +423,13 @@ def _row(entry: dict) -> list[str]:
 
 def render(report: dict) -> str:
     """The comparison as a fixed-width table, reference first."""
-    rows = [_row(entry) for entry in report["variants"]]
+    mixed = bool(report.get("models_differ"))
+    labels = _repo_labels(report) if mixed else {}
+    rows = [_row(entry, mixed, labels.get(entry["repo"])) for entry in report["variants"]]
     widths = [max(w, *(len(r[0]) for r in rows)) if i == 0 else w for i, (_, w) in enumerate(COLUMNS)]
     names = [n for n, _ in COLUMNS]
+    if mixed:  # the speed ratio is to the reference, which is not "fp32" of the others
+        names = ["model" if n == "variant" else "x ref" if n == "x fp32" else n for n in names]
     if report["queries"]:
         names += [f"R@{k}" for k in RECALL_KS]
         widths += [6] * len(RECALL_KS)
@@ -408,6 +455,13 @@ def render(report: dict) -> str:
         lines.append(
             f"recall: {q['queries']} queries from {q['file']} ({q['outside_rows']} left out: their products are not "
             "among the rows compared)"
+        )
+    if mixed:
+        others = [_name(e, mixed, labels[e["repo"]]) for e in report["variants"] if not e["same_model_as_reference"]]
+        lines.append(
+            f"{NOT_COMPARED} for {', '.join(others)}: another model than the reference (family, weights or embedding "
+            "size), whose vectors are in another space; recall, speed and size are side by side"
+            + ("." if report["queries"] else "; pass --queries for recall@k, the quality measure across models.")
         )
     if report["skipped_rows"]:
         lines.append(f"{len(report['skipped_rows'])} catalogue rows skipped, first: {report['skipped_rows'][0]}")

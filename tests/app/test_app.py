@@ -435,9 +435,8 @@ def test_uncalibrated_thresholds_are_said_on_the_page(settings):
         assert h.UNCALIBRATED_NOTICE not in h.page_info(pipe).problems
 
 
-def test_the_offline_models_thresholds_are_its_own(tmp_path, offline_repo, mongo_uri):
+def test_the_offline_models_thresholds_are_its_own(offline_repo):
     from pipeline.model_repo import ModelCard
 
     card = ModelCard.load(offline_repo)
     assert card.thresholds_calibrated and "tune_offline_model" in card.thresholds_calibration
-
