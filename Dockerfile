@@ -1,6 +1,7 @@
 # Hugging Face Spaces (Docker SDK): the app on port 7860, the models served by a local Triton on loopback.
 # Stage 1 builds the model repository (needs torch); stage 2 runs it (no torch).
-# MODEL_SOURCE: a hub id (default openai/clip-vit-base-patch32), a CLIP folder inside the build context, or "offline".
+# MODEL_SOURCE: a hub id or hf-hub:ORG/NAME (default hf-hub:Marqo/marqo-ecommerce-embeddings-B, README's model table),
+# a model folder inside the build context, or "offline".
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1

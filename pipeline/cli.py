@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import PipelineError
 from .ingestion.duplicates import DEFAULT_THRESHOLD
 from .ops import compare_models, evaluate, triton
-from .settings import Settings, SettingsError
+from .settings import DEFAULT_MODEL_SOURCE, Settings, SettingsError
 
 
 def _build_model(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,11 +163,14 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
     sub = root.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("build-model", help="export a CLIP checkpoint (or the offline model) to the model repository")
+    p = sub.add_parser(
+        "build-model", help="export a CLIP, SigLIP or open_clip model (or the offline model) to the model repository"
+    )
     p.add_argument(
         "--source",
         help="hub id (CLIP or SigLIP), hf-hub:ORG/NAME (open_clip), an open_clip architecture with --pretrained, a "
-        "local CLIP / SigLIP / open_clip folder, or 'offline' (default: MODEL_SOURCE or openai/clip-vit-base-patch32)",
+        "local CLIP / SigLIP / open_clip folder, or 'offline' (default: MODEL_SOURCE or "
+        f"{DEFAULT_MODEL_SOURCE})",
     )
     p.add_argument("--pretrained", metavar="TAG_OR_FILE", help="open_clip architectures: the weights (tag or file)")
     p.add_argument("--out", help="model repository to write (default: MODEL_REPOSITORY)")
@@ -242,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
     triton.add_arguments(p)
     p.set_defaults(run=_triton)
 
-    p = sub.add_parser("compare-models", help="model repositories compared: agreement (precisions of one model), recall, speed, size")
+    p = sub.add_parser(
+        "compare-models", help="model repositories compared: agreement (precisions of one model), recall, speed, size"
+    )
     compare_models.add_arguments(p)
     p.set_defaults(run=lambda args, settings: compare_models.run_from_args(args, settings))
 

@@ -31,6 +31,7 @@ BENCHMARKS = [
     "api",
     "batching",
     "gradio_path",
+    "model_table",
 ]
 NEEDS_PHOTOS = {"query_path", "ingest_speed", "memory", "triton_vs_inprocess", "search_features", "shop_formats",
                 "photoless", "batching"}  # fmt: skip

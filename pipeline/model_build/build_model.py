@@ -185,7 +185,8 @@ def _install(stage: Path, out: Path) -> None:
 
 
 def build_default_model(out: Path, **options) -> mr.ModelCard:
-    """No source named: CLIP from the hub; when the hub cannot be reached, the packaged offline model, said once."""
+    """No source named: ``DEFAULT_MODEL_SOURCE`` from the hub; when the hub cannot be reached, the packaged offline
+    model, said once."""
     try:
         return build_model(DEFAULT_MODEL_SOURCE, out, **options)
     except ModelNotFound as hub_error:
@@ -197,7 +198,7 @@ def build_default_model(out: Path, **options) -> mr.ModelCard:
             raise hub_error from None
         step(
             f"{DEFAULT_MODEL_SOURCE} cannot be downloaded here; building the packaged offline model instead "
-            "(category-level, not CLIP). Set MODEL_SOURCE to choose another."
+            "(category-level, not a CLIP-style model). Set MODEL_SOURCE to choose another."
         )
         return build_model("offline", out, **options)
 

@@ -121,6 +121,20 @@ def test_unreachable_hub_names_the_alternatives(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
+def test_the_default_model_is_an_open_clip_hub_model_whose_absence_falls_back(tmp_path, monkeypatch):
+    """The default (README's model table) goes the open_clip hub way; with no hub, the ModelNotFound that
+    build_default_model turns into the offline model, before anything is written."""
+    from pipeline.model_build.families import family_of
+    from pipeline.settings import DEFAULT_MODEL_SOURCE
+
+    assert DEFAULT_MODEL_SOURCE == "hf-hub:Marqo/marqo-ecommerce-embeddings-B"
+    assert family_of(DEFAULT_MODEL_SOURCE) == "open_clip"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFound, match="Could not download 'hf-hub:Marqo/marqo-ecommerce-embeddings-B'"):
+        build_model(source=DEFAULT_MODEL_SOURCE, out=tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
 def test_no_route_to_the_hub_is_said_at_once(tmp_path):
     """Without HF_HUB_OFFLINE, on a machine with no route to the hub (this one, or an endpoint nothing listens on):
     one sentence, and huggingface_hub's retry loop (30 s, each retry printed twice) never starts."""

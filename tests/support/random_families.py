@@ -8,7 +8,10 @@
   mean/std 0.5 and a fixed text length of 64, with an HF tokenizer (a T5-style unigram tokenizer the test trains) in
   the folder, as the config names one; or (``tokenizer="clip"``) a CLIP-style config on open_clip's own BPE
   SimpleTokenizer (``ViT-B-32`` made small).
-``size="base"`` keeps the real shapes (for the benchmark).
+``size="base"`` keeps the real shapes (for the benchmark), vocabulary size included: the token embedding table is part
+of a tower's size and memory, while the tokenizer the test trains only ever emits the first few hundred ids. With
+``arch`` any SigLIP-style open_clip config it ships (``ViT-L-16-SigLIP-384``, ``ViT-B-16-SigLIP2``, ...) is built at
+its real shape the same way (bench.model_table).
 """
 
 from __future__ import annotations
@@ -91,11 +94,17 @@ def t5_style_tokenizer(out: Path):
     return PreTrainedTokenizerFast(tokenizer_object=fast, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
-def open_clip_model_config(kind: str, size: str) -> dict:
+def open_clip_model_config(kind: str, size: str, arch: str | None = None) -> dict:
+    """open_clip's own config for ``kind`` (ViT-B-16-SigLIP or ViT-B-32) or ``arch``; ``size="tiny"`` shrinks it."""
     from pipeline.model_build.families.open_clip import import_open_clip
 
     open_clip = import_open_clip()
-    cfg = open_clip.get_model_config("ViT-B-16-SigLIP" if kind == "siglip" else "ViT-B-32")
+    name = arch or ("ViT-B-16-SigLIP" if kind == "siglip" else "ViT-B-32")
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f"open_clip {open_clip.__version__} ships no config named {name!r}")
+    if arch and size == "tiny":
+        raise ValueError("arch= builds the real shape of that config; use size='base' with it")
     if size == "tiny":
         cfg["embed_dim"] = 64
         cfg["text_cfg"].update(width=64, heads=2, layers=2)
@@ -106,9 +115,12 @@ def open_clip_model_config(kind: str, size: str) -> dict:
     return cfg
 
 
-def save_random_open_clip(out: Path, kind: str = "siglip", size: str = "tiny", seed: int = 0) -> Path:
+def save_random_open_clip(
+    out: Path, kind: str = "siglip", size: str = "tiny", seed: int = 0, arch: str | None = None
+) -> Path:
     """``kind``: "siglip" (squash, 0.5 mean/std, fixed 64 tokens, HF tokenizer in the folder) or "clip"
-    (shortest side + centre crop, OpenAI mean/std, open_clip's BPE tokenizer, dynamic length)."""
+    (shortest side + centre crop, OpenAI mean/std, open_clip's BPE tokenizer, dynamic length). ``arch``: the open_clip
+    config to build at its real shape instead of ``kind``'s default (with ``size="base"``)."""
     import torch
     from safetensors.torch import save_file
 
@@ -117,11 +129,14 @@ def save_random_open_clip(out: Path, kind: str = "siglip", size: str = "tiny", s
     open_clip = import_open_clip()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = open_clip_model_config(kind, size)
+    cfg = open_clip_model_config(kind, size, arch)
     if kind == "siglip":
         tokenizer = t5_style_tokenizer(out)
         tokenizer.save_pretrained(out)
-        cfg["text_cfg"].update(vocab_size=len(tokenizer), hf_tokenizer_name="local-test/t5-style")
+        # Tiny: a table as big as the trained vocabulary. Real shapes keep the config's (32,000 for SigLIP, 256,000
+        # for SigLIP 2's Gemma vocabulary): what the real checkpoint's ONNX file weighs.
+        vocab = len(tokenizer) if size == "tiny" else max(len(tokenizer), int(cfg["text_cfg"]["vocab_size"]))
+        cfg["text_cfg"].update(vocab_size=vocab, hf_tokenizer_name="local-test/t5-style")
         preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
                       "resize_mode": "squash"}  # fmt: skip
     else:
