@@ -170,7 +170,7 @@ def heading(result: MatchResult, filters: Filters) -> str:
 
 
 UNCALIBRATED_NOTICE = (
-    "The match levels (match / similar / weak) use default score thresholds: they were not calibrated for this model, "
+    "The match levels (Match / Similar product) use default score thresholds: they were not calibrated for this model, "
     "whose scores may sit higher or lower than the defaults assume. Measure them on your catalogue with "
     "'python -m pipeline evaluate --catalog CATALOG --queries QUERIES --calibrate' (or set MATCH_THRESHOLD and "
     "SIMILAR_THRESHOLD)."
