@@ -12,6 +12,7 @@ import binascii
 import functools
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -167,7 +168,25 @@ def public_fields(doc: dict) -> dict:
         if k not in SHOWN and k not in h.HIDDEN_METADATA and not k.startswith("_")
         and k not in ("content_hash", "product_id")
     }  # fmt: skip
-    return json.loads(json.dumps(rest, default=str))
+    return {k: _json_safe(v) for k, v in rest.items()}
+
+
+def _json_safe(value: object) -> object:
+    """``value`` as ``json.loads(json.dumps(value, default=str))`` gives it back (keys as strings, anything else JSON
+    lacks as its str), without encoding and parsing every field of every match of every answer."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {_json_key(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def _json_key(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    return json.dumps(key) if isinstance(key, (bool, int, float)) or key is None else str(key)
 
 
 def search_json(result: MatchResult, photo_ok) -> dict:
@@ -203,7 +222,7 @@ class PhotoCheck:
         self._inside = functools.lru_cache(maxsize=100_000)(lambda path: h.is_inside(path, self.folders))
 
     def __call__(self, path: str | None) -> bool:
-        return bool(path) and self._inside(str(path)) and Path(path).is_file()
+        return bool(path) and self._inside(str(path)) and os.path.isfile(path)
 
 
 def product_json(pid: str, doc: dict, pipe, photo_ok) -> dict:

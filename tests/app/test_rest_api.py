@@ -676,3 +676,17 @@ def test_a_photo_made_here_is_refused_as_too_large_before_decoding(api):
     Image.fromarray(noise).save(buf, "PNG")
     assert 2 * 2**20 < buf.tell() < 2.7 * 2**20  # over MAX_IMAGE_MB, under the search body's bound
     assert "larger than 2 MB" in error_of(api.post("/search", files={"image": ("n.png", buf.getvalue())}), 413)
+
+
+def test_fields_are_made_json_safe_as_a_json_round_trip_would():
+    """A product's fields reach the client as ``json.loads(json.dumps(fields, default=str))`` would give them."""
+    import datetime
+    import json
+
+    from app.api.routes import _json_safe
+
+    nested = {2: "two", False: "no", None: "none", 1.5: "x", "when": datetime.datetime(2021, 5, 6)}
+    fields = {"sizes": ["S", "M", 3, None, True, 2.5], "made": datetime.date(2020, 1, 2), "t": (1, 2), "n": nested}
+    assert json.dumps(_json_safe(fields), sort_keys=True) == json.dumps(
+        json.loads(json.dumps(fields, default=str)), sort_keys=True
+    )
