@@ -91,9 +91,14 @@ def child_bare(repo: Path, clock: Clock, _data: Path | None, _round: int) -> dic
     clock.mark("sessions")
     card = json.loads((repo / mr.CARD_FILE).read_text())
     length, size = card["text_max_length"], card["image_size"]
-    ids = np.full((1, length), 49407, dtype=np.int64)
-    ids[0, :3] = [49406, 320, 49407]
-    mask = (np.arange(length) < 3).astype(np.int64)[None]
+    from tokenizers import Tokenizer
+
+    # The model's own token ids (a CLIP's and a SigLIP's vocabularies differ), padded to the full length with the
+    # last of them: what the text tower takes at most.
+    tokens = Tokenizer.from_file(str(mr.tokenizer_dir(repo) / "tokenizer.json")).encode("red shirt").ids[:length]
+    ids = np.full((1, length), tokens[-1], dtype=np.int64)
+    ids[0, : len(tokens)] = tokens
+    mask = (np.arange(length) < len(tokens)).astype(np.int64)[None]
     pixels = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     for i in range(QUERIES):
         sessions[mr.TEXT_MODEL].run([mr.OUTPUT], {"input_ids": ids, "attention_mask": mask})
