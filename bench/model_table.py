@@ -314,12 +314,7 @@ def prepare(target: Target, rows) -> Prepared:
 
 def _median_call(fn: Callable[[object], object], items: list) -> float:
     """Median seconds of one call over ``items`` (a step that returns a float has timed itself: c.interleave)."""
-    times = []
-    for item in items:
-        start = time.perf_counter()
-        fn(item)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(c.timed(lambda item=item: fn(item)) for item in items)
 
 
 def _ingest(p: Prepared) -> None:
